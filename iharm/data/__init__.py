@@ -1,0 +1,1 @@
+"""Data: iHarmony4 reading, joint augmentation, colour conversion, HSynth."""

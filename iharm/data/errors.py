@@ -1,0 +1,24 @@
+"""The one exception type for bad data: it always names the file (and list line)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """A dataset or image file is missing, unreadable or inconsistent.
+
+    ``str(error)`` reads ``<path>[:<line>]: <what is wrong>`` so that a user can
+    open the file at once; ``path`` and ``line`` are kept as attributes for
+    tools that collect problems (``check_dataset.py``, ``--skip-bad-samples``).
+    """
+
+    def __init__(self, path: str | os.PathLike, message: str, line: int | None = None) -> None:
+        self.path = Path(path)
+        self.message = message
+        self.line = line
+        where = f"{self.path}:{line}" if line is not None else str(self.path)
+        super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):  # keep the attributes across DataLoader worker processes
+        return (DataError, (self.path, self.message, self.line))

@@ -1,0 +1,1 @@
+"""Training engine: trainer, distributed setup, checkpoints, optimisers."""

@@ -1,0 +1,1 @@
+"""Inference: predictor, evaluation, metrics, harmony score."""

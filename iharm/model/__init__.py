@@ -1,0 +1,1 @@
+"""Networks, building blocks, losses, initialisers and the model registry."""

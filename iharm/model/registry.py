@@ -1,0 +1,93 @@
+"""The one place where models are named.
+
+Every script (train, evaluate, predict, benchmark) finds a model here by name:
+its constructor and default arguments (exactly those of the official
+``iharm/mconfigs`` entries, so official checkpoints load), the forward
+arguments it takes from a batch, and the input normalisation it was trained
+with. Constructors are imported lazily so that importing the registry is cheap.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from torch import nn
+
+from iharm.data.normalization import IMAGENET, SYMMETRIC, Normalization
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build and call one registered model.
+
+    ``inputs`` maps forward keyword arguments to batch keys for evaluation and
+    inference (``{'image': 'images', 'mask': 'masks', 'image_lab': 'images_lab'}``);
+    ``train_inputs`` adds what training needs on top (BargainNet's real image).
+    """
+
+    name: str
+    factory: str
+    kwargs: Mapping[str, Any]
+    inputs: Mapping[str, str]
+    normalization: Normalization
+    size_divisor: int
+    description: str
+    train_inputs: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def needs_lab(self) -> bool:
+        return "image_lab" in self.inputs
+
+    def build(self, **overrides: Any) -> nn.Module:
+        """Construct the network with the registered arguments (``overrides`` win)."""
+        module_name, attr = self.factory.split(":")
+        constructor = getattr(importlib.import_module(module_name), attr)
+        return constructor(**{**self.kwargs, **overrides})
+
+
+_RGB_MASK = MappingProxyType({"image": "images", "mask": "masks"})
+_RGB_MASK_LAB = MappingProxyType({"image": "images", "mask": "masks", "image_lab": "images_lab"})
+
+MODELS: Mapping[str, ModelSpec] = MappingProxyType({
+    "DucoNet": ModelSpec(
+        name="DucoNet",
+        factory="iharm.model.duconet:DucoNet_model",
+        kwargs=MappingProxyType(dict(depth=4, ch=32, image_fusion=True, attention_mid_k=0.5, attend_from=2,
+                                     batchnorm_from=2, w_dim=256, control_module_start=-1)),
+        inputs=_RGB_MASK_LAB,
+        normalization=IMAGENET,
+        size_divisor=32,
+        description="DucoNet (ACM MM 2023): iSSAM U-Net + L/a/b encoders + StyleGAN2 Lab control modules",
+    ),
+    "iSSAM": ModelSpec(
+        name="iSSAM",
+        factory="iharm.model.issam:SSAMImageHarmonization",
+        kwargs=MappingProxyType(dict(depth=4, ch=32, image_fusion=True, attention_mid_k=0.5, attend_from=2,
+                                     batchnorm_from=2)),
+        inputs=_RGB_MASK,
+        normalization=IMAGENET,
+        size_divisor=32,
+        description="improved S2AM (Sofiiuk et al., WACV 2021): U-Net with spatial-separated attention",
+    ),
+    "BargainNet": ModelSpec(
+        name="BargainNet",
+        factory="iharm.model.bargainnet:BargainNet",
+        kwargs=MappingProxyType(dict(ngf=64, style_dim=16)),
+        inputs=_RGB_MASK,
+        train_inputs=MappingProxyType({"real_image": "target_images"}),
+        normalization=SYMMETRIC,
+        size_divisor=256,
+        description="BargainNet (ICME 2021): attention U-Net generator + partial-conv domain code extractor",
+    ),
+})
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The spec registered under ``name``; the error lists the known names."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model '{name}'; registered models: {', '.join(MODELS)}") from None

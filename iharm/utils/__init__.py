@@ -1,0 +1,1 @@
+"""Utilities: configuration, experiment folders, logging."""
