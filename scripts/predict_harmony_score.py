@@ -1,0 +1,161 @@
+#!/usr/bin/env python
+"""Harmony score of composites with BargainNet's domain code extractor (E).
+
+One composite::
+
+    python scripts/predict_harmony_score.py --checkpoint latest_net_E.pth --image comp.png --mask mask.png
+
+A folder (every image gets a row in the CSV, failures included)::
+
+    python scripts/predict_harmony_score.py --checkpoint latest_net_E.pth \\
+        --images composites/ --masks masks/ --output scores.csv
+
+Masks are found by name: ``<name>.<ext>`` or ``<name>_mask.<ext>`` in ``--masks``
+(only ``<name>_mask.<ext>`` when the masks lie beside the images, the default).
+``--checkpoint`` is our BargainNet file, an official ``latest_net_E.pth`` (or its
+folder) or libcom's ``BargainNet.pth``. The score is printed to 2 decimals as
+the official script does; the CSV also holds it unrounded and the inharmony
+level. Every problem is reported and every good file still scored; the exit
+status is 1 if any image could not be scored.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import warnings
+from pathlib import Path
+
+from iharm.data.errors import DataError
+from iharm.data.io import IMAGE_EXTENSIONS
+from iharm.engine.checkpoints import CheckpointError
+from iharm.inference.harmony_score import HarmonyResult, HarmonyScorer
+
+CSV_COLUMNS = ("image", "mask", "harmony_score", "harmony_score_rounded", "inharmony_level", "error")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, type=Path,
+                        help="BargainNet file, official latest_net_E.pth (or its folder), or libcom BargainNet.pth")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", type=Path, help="one composite image (needs --mask)")
+    source.add_argument("--images", type=Path, help="a folder of composite images")
+    parser.add_argument("--mask", type=Path, help="the foreground mask of --image")
+    parser.add_argument("--masks", type=Path, help="folder of the masks of --images (default: the --images folder)")
+    parser.add_argument("--output", type=Path, help="write one CSV row per image here")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--strict-mask-size", action="store_true",
+                        help="refuse a mask whose size differs from its image's (default: stretch it to the "
+                             "image, as the official script does, with a warning)")
+    args = parser.parse_args(argv)
+    if args.image is not None and args.mask is None:
+        parser.error("--image needs --mask")
+    if args.images is not None:
+        if args.mask is not None:
+            parser.error("--mask goes with --image; use --masks DIR with --images")
+        args.masks = args.masks or args.images
+        for flag, folder in (("--images", args.images), ("--masks", args.masks)):
+            if not folder.is_dir():
+                parser.error(f"{flag} {folder}: not a folder")
+    return args
+
+
+def pair_folder(images_dir: Path, masks_dir: Path) -> tuple[list[tuple[Path, Path | DataError]], list[str]]:
+    """[(image, its mask or the error saying why none was found)], and notes on skipped files."""
+    same_dir = images_dir.resolve() == masks_dir.resolve()
+    masks_by_stem: dict[str, list[Path]] = {}
+    for path in sorted(masks_dir.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            masks_by_stem.setdefault(path.stem, []).append(path)
+    pairs: list[tuple[Path, Path | DataError]] = []
+    skipped: list[str] = []
+    for path in sorted(images_dir.iterdir()):
+        if not path.is_file():
+            continue
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            skipped.append(f"{path}: skipped, not an image file (extension '{path.suffix}')")
+            continue
+        if same_dir and path.stem.endswith("_mask"):
+            continue  # a mask lying beside its image
+        stems = [f"{path.stem}_mask"] if same_dir else [path.stem, f"{path.stem}_mask"]
+        found = next((masks_by_stem[stem] for stem in stems if stem in masks_by_stem), [])
+        if len(found) == 1:
+            pairs.append((path, found[0]))
+        elif found:
+            pairs.append((path, DataError(path, "several masks match: " + ", ".join(str(m) for m in found))))
+        else:
+            wanted = " or ".join(f"{stem}.<ext>" for stem in stems)
+            pairs.append((path, DataError(path, f"no mask found: looked for {wanted} in {masks_dir}")))
+    return pairs, skipped
+
+
+def score_one(scorer: HarmonyScorer, image: Path, mask: Path, strict_mask_size: bool) -> HarmonyResult:
+    """Score one pair, printing any warning (e.g. a mask of another size) to stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return scorer.score_files(image, mask, strict_mask_size=strict_mask_size)
+        finally:
+            for warning in caught:
+                print(f"warning: {warning.message}", file=sys.stderr)
+
+
+def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        scorer = HarmonyScorer.from_checkpoint(args.checkpoint, args.device)
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+    if args.image is not None:
+        pairs: list[tuple[Path, Path | DataError]] = [(args.image, args.mask)]
+        skipped: list[str] = []
+    else:
+        pairs, skipped = pair_folder(args.images, args.masks)
+        if not pairs:
+            print(f"error: {args.images}: no images found", file=sys.stderr)
+            return 1
+    for note in skipped:
+        print(f"note: {note}", file=sys.stderr)
+
+    rows, failed = [], 0
+    for image, mask in pairs:
+        row = {"image": str(image), "mask": "" if isinstance(mask, DataError) else str(mask)}
+        if isinstance(mask, DataError):
+            result: HarmonyResult | DataError = mask
+        else:
+            try:
+                result = score_one(scorer, image, mask, args.strict_mask_size)
+            except DataError as exc:
+                result = exc
+        if isinstance(result, DataError):
+            failed += 1
+            print(f"error: {result}", file=sys.stderr)
+            rows.append({**row, "error": str(result)})
+            continue
+        print(f"The harmony score of {image} is {result.rounded_score:.2f} "
+              f"(inharmony level {result.inharmony_level:.4f})")
+        rows.append({**row, "harmony_score": repr(result.harmony_score),
+                     "harmony_score_rounded": f"{result.rounded_score:.2f}",
+                     "inharmony_level": repr(result.inharmony_level), "error": ""})
+
+    if args.output is not None:
+        write_csv(args.output, rows)
+    if len(pairs) > 1 or failed:
+        print(f"{len(pairs) - failed} of {len(pairs)} images scored, {failed} failed"
+              + (f", {len(skipped)} other files skipped" if skipped else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
