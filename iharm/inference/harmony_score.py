@@ -87,7 +87,7 @@ def prepare_inputs(image_rgb: np.ndarray, mask: np.ndarray) -> tuple[torch.Tenso
     image_t = SYMMETRIC.normalize(torch.from_numpy(image.copy()).permute(2, 0, 1)[None])
 
     def resized(region: np.ndarray) -> torch.Tensor:
-        pixels = np.asarray(Image.fromarray(region, mode="L").resize(size, Image.BILINEAR))
+        pixels = np.asarray(Image.fromarray(region).resize(size, Image.BILINEAR))
         return torch.from_numpy(pixels.copy()).float().div(255)[None, None]
 
     return image_t, resized(mask), resized(255 - mask)

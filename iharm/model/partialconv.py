@@ -28,10 +28,9 @@ class PartialConv2d(nn.Conv2d):
     fractional. The mask has one channel and broadcasts over the input channels.
     """
 
-    def forward(self, input: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: A002
-        if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[0] != input.shape[0] \
-                or mask.shape[2:] != input.shape[2:]:
-            raise ValueError(f"PartialConv2d: mask must be (B, 1, H, W) matching the input {tuple(input.shape)}, "
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[0] != x.shape[0] or mask.shape[2:] != x.shape[2:]:
+            raise ValueError(f"PartialConv2d: mask must be (B, 1, H, W) matching the input {tuple(x.shape)}, "
                              f"got {tuple(mask.shape)}")
         # The window statistics depend on the mask only; like the official layer they
         # carry no gradient.
@@ -41,7 +40,7 @@ class PartialConv2d(nn.Conv2d):
             window = float(self.kernel_size[0] * self.kernel_size[1])
             update_mask = torch.clamp(count, 0, 1)
             ratio = window / (count + 1e-8) * update_mask
-        raw = super().forward(input * mask)
+        raw = super().forward(x * mask)
         if self.bias is None:
             return raw * ratio, update_mask
         # The official layer convolves with the bias and takes it out again before
