@@ -1,0 +1,103 @@
+"""StyleGAN2 modulated convolutions, as DucoNet's control modules use them.
+
+DucoNet took these from labml.ai's annotated StyleGAN2; only the classes it
+uses are kept here, with the same names and parameter layout
+(``to_style.weight.weight``, ``conv.weight.weight``, ``scale_noise``, ``bias``).
+Weights are stored unscaled, ~N(0, 1), and multiplied by the He constant at
+run time (equalized learning rate).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class EqualizedWeight(nn.Module):
+    """A weight stored ~N(0, 1) and returned scaled by ``c = 1 / sqrt(prod(shape[1:]))``."""
+
+    def __init__(self, shape: list[int]) -> None:
+        super().__init__()
+        self.c = 1 / math.sqrt(math.prod(shape[1:]))
+        self.weight = nn.Parameter(torch.randn(shape))
+
+    def forward(self) -> torch.Tensor:
+        return self.weight * self.c
+
+
+class EqualizedLinear(nn.Module):
+    """Linear layer with an equalized-learning-rate weight; the bias starts at ``bias``."""
+
+    def __init__(self, in_features: int, out_features: int, bias: float = 0.0) -> None:
+        super().__init__()
+        self.weight = EqualizedWeight([out_features, in_features])
+        self.bias = nn.Parameter(torch.ones(out_features) * bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight(), bias=self.bias)
+
+
+class Conv2dWeightModulate(nn.Module):
+    """Convolution whose weights are scaled per sample by a style and optionally demodulated.
+
+    Each sample gets its own kernel ``W' = c W * s[b, in]``, normalised so
+    that every output channel has unit L2 norm (demodulation); the batch runs
+    as one grouped convolution with ``groups = batch``. No bias.
+    """
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int,
+                 demodulate: bool = True, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.out_features = out_features
+        self.demodulate = demodulate
+        self.padding = (kernel_size - 1) // 2
+        self.weight = EqualizedWeight([out_features, in_features, kernel_size, kernel_size])
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        weights = self.weight()[None] * s[:, None, :, None, None]
+        if self.demodulate:
+            sigma_inv = torch.rsqrt((weights ** 2).sum(dim=(2, 3, 4), keepdim=True) + self.eps)
+            weights = weights * sigma_inv
+        x = x.reshape(1, -1, h, w)
+        weights = weights.reshape(b * self.out_features, *weights.shape[2:])
+        x = F.conv2d(x, weights, padding=self.padding, groups=b)
+        return x.reshape(-1, self.out_features, h, w)
+
+
+class StyleBlock(nn.Module):
+    """Style -> modulated 3x3 conv -> + bias -> LeakyReLU(0.2).
+
+    ``scale_noise`` belongs to StyleGAN2's noise input, which DucoNet never
+    feeds; it is kept (unused, no gradient) because the checkpoints hold it.
+    """
+
+    def __init__(self, d_latent: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.to_style = EqualizedLinear(d_latent, in_features, bias=1.0)
+        self.conv = Conv2dWeightModulate(in_features, out_features, kernel_size=3)
+        self.scale_noise = nn.Parameter(torch.zeros(1))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.activation = nn.LeakyReLU(0.2, True)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x, self.to_style(w))
+        return self.activation(x + self.bias[None, :, None, None])
+
+
+class ResidualBlock(nn.Module):
+    """Two ``StyleBlock``s driven by the same latent ``w``.
+
+    Despite the official name there is no residual connection (and no to_rgb).
+    """
+
+    def __init__(self, d_latent: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.style_block1 = StyleBlock(d_latent, in_features, out_features)
+        self.style_block2 = StyleBlock(d_latent, out_features, out_features)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self.style_block2(self.style_block1(x, w), w)
