@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import torch
 from torch import nn
 
 from iharm.data.normalization import IMAGENET, SYMMETRIC, Normalization
@@ -41,11 +42,39 @@ class ModelSpec:
     def needs_lab(self) -> bool:
         return "image_lab" in self.inputs
 
+    @property
+    def constructor(self) -> type[nn.Module]:
+        """The model class named by ``factory`` (imported on first use)."""
+        module_name, attr = self.factory.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def prepare_batch(self, batch: Mapping[str, Any], device: torch.device | str,
+                      memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, torch.Tensor]:
+        """uint8 images / Lab and float masks of a collated batch -> the model's input space, on ``device``.
+
+        RGB images (``images``, ``target_images``) get this model's normalisation
+        (bit-identical to ToTensor + Normalize); the Lab image is divided by 255
+        (ToTensor, no mean/std) as in the official pipeline; masks pass as they are.
+        """
+        def move(x: torch.Tensor) -> torch.Tensor:
+            return x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+
+        out: dict[str, torch.Tensor] = {"masks": move(batch["masks"].float())}
+        for key in ("images", "target_images"):
+            if key in batch:
+                out[key] = self.normalization.normalize(move(batch[key]))
+        if "images_lab" in batch and self.needs_lab:
+            out["images_lab"] = move(batch["images_lab"]).float().div(255)
+        return out
+
+    def forward_kwargs(self, batch: Mapping[str, torch.Tensor], training: bool = False) -> dict[str, torch.Tensor]:
+        """Forward keyword arguments taken from a prepared batch (``train_inputs`` too when training)."""
+        names = {**self.inputs, **self.train_inputs} if training else self.inputs
+        return {arg: batch[key] for arg, key in names.items()}
+
     def build(self, **overrides: Any) -> nn.Module:
         """Construct the network with the registered arguments (``overrides`` win)."""
-        module_name, attr = self.factory.split(":")
-        constructor = getattr(importlib.import_module(module_name), attr)
-        return constructor(**{**self.kwargs, **overrides})
+        return self.constructor(**{**self.kwargs, **overrides})
 
 
 _RGB_MASK = MappingProxyType({"image": "images", "mask": "masks"})

@@ -1,0 +1,23 @@
+"""Datasets of a training recipe, from config keys or a ``--dataset-path`` override."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from iharm.data.hdataset import ComposeDataset, HDataset
+from iharm.utils.config import require_path
+
+
+def recipe_dataset(cfg: Mapping[str, Any], keys: Sequence[str], split: str, **kwargs: Any) -> ComposeDataset:
+    """``ComposeDataset`` of ``HDataset(cfg[key], split)`` for each key.
+
+    ``cfg.dataset_path`` (``train.py --dataset-path DIR[,DIR...]``) replaces the
+    recipe's datasets, e.g. to train on an HSynth folder. Missing paths are
+    errors that name the config key. ``kwargs`` go to ``ComposeDataset``
+    (augmentator, keep_background_prob, lab, ...); ``skip_bad_samples`` also
+    reaches the sub-datasets so that missing files are counted, not fatal.
+    """
+    override = cfg.get("dataset_path")
+    paths = [p for p in override.split(",") if p] if override else [require_path(cfg, key) for key in keys]
+    skip = kwargs.get("skip_bad_samples", False)
+    return ComposeDataset([HDataset(path, split, skip_bad_samples=skip) for path in paths], **kwargs)

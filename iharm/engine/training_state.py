@@ -1,0 +1,79 @@
+"""The resumable training state: everything an exact resume needs, in one file.
+
+Weights files (``last_checkpoint.pth``, ``NNN.pth``) stay bare state dicts in
+the official format. Next to them, ``training_state.pth`` holds the model, the
+optimizer, the scheduler, the AMP scaler, the position (epoch, step in the
+epoch, global step), the data seed and the RNG states of torch (CPU and CUDA),
+numpy and Python, as plain tensors and numbers, so that it loads with
+``weights_only=True`` and a resumed run continues exactly where the saved one was.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from iharm.engine.checkpoints import CheckpointError, load_checkpoint_file, save_atomic
+
+STATE_FILE = "training_state.pth"
+FORMAT = "iharm-training-state-v1"
+
+
+@dataclass
+class Position:
+    """Where training stands: ``step`` batches of ``epoch`` are done."""
+
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+
+
+def capture_rng() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+
+
+def save_training_state(path: Path, *, model_state: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+                        scheduler: Any, scaler: torch.amp.GradScaler | None, position: Position,
+                        seed: int) -> None:
+    """Write the state atomically (a crash leaves the previous state file intact)."""
+    save_atomic({
+        "format": FORMAT,
+        "model": model_state,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": position.epoch,
+        "step": position.step,
+        "global_step": position.global_step,
+        "seed": seed,
+        "rng": capture_rng(),
+    }, path)
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    state = load_checkpoint_file(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an iharm training-state file (expected format {FORMAT})")
+    return state

@@ -1,0 +1,40 @@
+"""DucoNet at 1024 px on full-resolution HAdobe5k (the official models/DucoNet_1024.py recipe).
+
+    python train.py models/DucoNet_1024.py --gpus=0 --batch-size=4 --exp-name=DucoNet_1024
+
+Same network, initialisation, loss and schedule as the 256 recipe; only the
+crop and the data (HADOBE5K1_PATH, the original HAdobe5k) differ.
+"""
+from easydict import EasyDict as edict
+
+from iharm.engine.recipe import train_recipe
+from iharm.model.initializer import init_duconet_weights
+from iharm.model.losses import MaskWeightedMSE
+from iharm.model.registry import get_model_spec
+
+CROP_SIZE = (1024, 1024)
+
+
+def main(cfg):
+    model, model_cfg = init_model(cfg)
+    train(model, cfg, model_cfg)
+
+
+def init_model(cfg):
+    model_cfg = edict(crop_size=CROP_SIZE, spec=get_model_spec("DucoNet"))
+    model_cfg.input_normalization = {"mean": model_cfg.spec.normalization.mean,
+                                     "std": model_cfg.spec.normalization.std}
+    model = model_cfg.spec.build(control_module_start=cfg.get("control_module_start", -1))
+    init_duconet_weights(model)
+    return model, model_cfg
+
+
+def train(model, cfg, model_cfg):
+    loss_cfg = edict(pixel_loss=MaskWeightedMSE(min_area=100), pixel_loss_weight=1.0)
+    train_recipe(
+        model, cfg, model_cfg, loss_cfg=loss_cfg,
+        train_keys=("HADOBE5K1_PATH",), val_keys=("HADOBE5K1_PATH",),
+        crop_size=model_cfg.crop_size, num_epochs=120, lr_milestones=(105, 115),
+        lr=cfg.lr * (cfg.batch_size / 64) ** 0.5,
+        keep_background_prob=0.05, min_foreground_area=10.0,
+        checkpoint_interval=10, image_dump_interval=1000)
