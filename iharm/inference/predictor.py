@@ -1,0 +1,124 @@
+"""Harmonize images of any size with any registered model.
+
+The official predictor pads the RGB image and the mask to a multiple of 32
+(zeros in uint8 space, ``top = pad // 2``, the rest at the bottom; the same for
+left / right), normalises, runs the network, de-normalises, crops the padding
+away and clamps to [0, 255] without rounding, which is what the official
+metrics see. Two of its paths crash for DucoNet and are fixed here:
+
+* the Lab image was not padded, so any H or W not a multiple of 32 failed;
+  here it is padded with the same geometry, with the Lab value of the black
+  RGB padding (L=0, a=b=128 in OpenCV 8-bit Lab), so the network sees the Lab
+  image of exactly the padded RGB image it is given;
+* flip test-time augmentation flipped image and mask but not Lab; here all
+  three are flipped. The result is the mean (in the normalised output space,
+  as officially) of the prediction and the un-flipped prediction of the
+  flipped input.
+
+Which inputs a model takes, how its RGB input is normalised and its size
+divisor come from its :class:`~iharm.model.registry.ModelSpec`, so the same
+predictor serves DucoNet, iSSAM and BargainNet.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iharm.model.registry import ModelSpec
+
+#: OpenCV 8-bit Lab of black RGB (0, 0, 0): the Lab value of the padded border.
+LAB_OF_BLACK = (0, 128, 128)
+
+
+def _padding(size: int, divisor: int) -> tuple[int, int]:
+    """(before, after) padding that makes ``size`` a multiple of ``divisor``; ``before = pad // 2``."""
+    pad = (divisor - size % divisor) % divisor
+    return pad // 2, pad - pad // 2
+
+
+class Predictor:
+    """Runs ``model`` on uint8 composites of any size and returns float predictions on 0..255.
+
+    ``predict_batch`` (tensors, NCHW) is used by evaluation and by training
+    validation; ``predict`` (one HWC numpy image) by the command-line tools.
+    The model is switched to eval mode for each call and restored afterwards,
+    and runs under ``torch.inference_mode``.
+    """
+
+    def __init__(self, model: nn.Module, spec: ModelSpec, device: str | torch.device = "cpu",
+                 with_flip: bool = False) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.spec = spec
+        self.with_flip = with_flip
+
+    @property
+    def size_divisor(self) -> int:
+        return self.spec.size_divisor
+
+    def predict(self, image: np.ndarray, mask: np.ndarray, image_lab: np.ndarray | None = None) -> np.ndarray:
+        """One image: uint8 HxWx3 RGB composite, float HxW mask in [0, 1], uint8 HxWx3 OpenCV Lab
+        (for models that need it) -> float32 HxWx3 prediction in [0, 255] (not rounded)."""
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"predict: image must be a uint8 HxWx3 RGB array, got {image.dtype} {image.shape}")
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"predict: mask must be HxW {image.shape[:2]}, got {mask.shape}")
+
+        def to_batch(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None]
+
+        masks = torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None]
+        labs = None if image_lab is None else to_batch(image_lab)
+        prediction = self.predict_batch(to_batch(image), masks, labs)
+        return prediction[0].permute(1, 2, 0).cpu().numpy()
+
+    def predict_batch(self, images: torch.Tensor, masks: torch.Tensor,
+                      images_lab: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 N3HW RGB composites, float N1HW masks in [0, 1], uint8 N3HW OpenCV Lab (for models
+        that need it) -> float32 N3HW predictions in [0, 255] on the predictor's device."""
+        self._check(images, masks, images_lab)
+        training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                return self._predict(images, masks, images_lab)
+        finally:
+            self.model.train(training)
+
+    def _check(self, images: torch.Tensor, masks: torch.Tensor, images_lab: torch.Tensor | None) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"predict_batch: images must be uint8 N3HW, got {images.dtype} {tuple(images.shape)}")
+        n, _, h, w = images.shape
+        if tuple(masks.shape) != (n, 1, h, w) or not masks.is_floating_point():
+            raise ValueError(f"predict_batch: masks must be float {(n, 1, h, w)}, got {masks.dtype} "
+                             f"{tuple(masks.shape)}")
+        if self.spec.needs_lab:
+            if images_lab is None:
+                raise ValueError(f"{self.spec.name} needs the Lab image (OpenCV 8-bit Lab of the RGB composite, "
+                                 "iharm.data.color.rgb_to_lab)")
+            if images_lab.dtype != torch.uint8 or images_lab.shape != images.shape:
+                raise ValueError(f"predict_batch: images_lab must be uint8 {tuple(images.shape)}, got "
+                                 f"{images_lab.dtype} {tuple(images_lab.shape)}")
+
+    def _predict(self, images: torch.Tensor, masks: torch.Tensor, images_lab: torch.Tensor | None) -> torch.Tensor:
+        n, _, h, w = images.shape
+        top, bottom = _padding(h, self.size_divisor)
+        left, right = _padding(w, self.size_divisor)
+        pads = (left, right, top, bottom)
+
+        padded = {"images": F.pad(images.to(self.device), pads), "masks": F.pad(masks.to(self.device), pads)}
+        if self.spec.needs_lab:
+            lab = images_lab.to(self.device)
+            padded["images_lab"] = torch.cat([F.pad(lab[:, c:c + 1], pads, value=value)
+                                              for c, value in enumerate(LAB_OF_BLACK)], dim=1)
+        batch = self.spec.prepare_batch(padded, self.device)
+        if self.with_flip:
+            batch = {key: torch.cat((x, x.flip(-1))) for key, x in batch.items()}
+
+        output = self.model(**self.spec.forward_kwargs(batch))["images"]
+        if self.with_flip:
+            output = 0.5 * (output[:n] + output[n:].flip(-1))
+        output = output[:, :, top:top + h, left:left + w]
+        return self.spec.normalization.denormalize(output).clamp(0, 255)
