@@ -162,3 +162,20 @@ def test_bad_input_is_reported_before_training(tmp_path: Path, dataset: Path) ->
     assert result.returncode == 2 and "missing_dataset: dataset folder not found" in result.stderr
     result = _train(tmp_path, dataset, "--weights", str(tmp_path / "nope.pth"))
     assert result.returncode == 2 and "nope.pth: checkpoint file not found" in result.stderr
+
+
+def test_bargainnet_trains_through_the_same_engine(tmp_path: Path, dataset: Path) -> None:
+    config = _config(tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), str(REPO / "tests/model_scripts/models/tiny_bargainnet.py"),
+         "--device", "cpu", "--dataset-path", str(dataset), "--config-path", str(config), "--workers", "0",
+         "--batch-size", "2", "--epochs", "3", "--lr", "1e-3", "--threads", "1"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    exp = next((tmp_path / "exps" / "tiny_bargainnet").glob("000*"))
+    log = next((exp / "logs").glob("train_*.log")).read_text()
+    val_losses = [float(line.split("validation loss: ")[1]) for line in log.splitlines() if "validation loss:" in line]
+    assert len(val_losses) == 3 and val_losses[-1] < val_losses[0], val_losses
+    # our checkpoint format (netG.* + netE.*) loads back through the registry, width from the file
+    model = load_model("BargainNet", exp / "checkpoints/last_checkpoint.pth")
+    assert model.netG.model.model[0].weight.shape[0] == 8
