@@ -136,7 +136,7 @@ def test_legacy_test_mode_matches_official_test_without_dropout(vector):
 def test_legacy_test_mode_dropout_is_active(vector):
     model = _vector_model(vector)
     inputs = vector["inputs"]
-    args = (inputs["comp"][:1], inputs["mask"][:1], inputs["real"][:1])
+    args = (inputs["comp"][:1], inputs["mask"][:1])
     torch.manual_seed(0)
     with_dropout = model.legacy_test_forward(*args)["images"]
     without = model.legacy_test_forward(*args, dropout=False)["images"]
@@ -149,19 +149,17 @@ def test_batch_of_three_non_square_matches_per_sample(vector):
     model = _vector_model(vector)
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(3, 3, 256, 512, generator=generator) * 2 - 1
-    real = torch.rand(3, 3, 256, 512, generator=generator) * 2 - 1
     mask = torch.zeros(3, 1, 256, 512)
     mask[0, :, 40:200, 60:300] = 1
     mask[1, :, 100:250, 300:500] = 1
     mask[2] = (torch.rand(1, 256, 512, generator=generator) > 0.7).float()
     with torch.no_grad():
-        batched = model(image, mask, real_image=real)
-        single = [model(image[i:i + 1], mask[i:i + 1], real_image=real[i:i + 1]) for i in range(3)]
-    assert batched["images"].shape == (3, 3, 256, 512)
+        batched = model(image, mask)
+        single = [model(image[i:i + 1], mask[i:i + 1]) for i in range(3)]
+    assert batched["images"].shape == (3, 3, 256, 512) and batched["bg_code"].shape == (3, 16, 1, 1)
     for key, value in batched.items():
         assert torch.isfinite(value).all(), key
         _close(value, torch.cat([s[key] for s in single]))
-    assert batched["bg_code"].shape == (3, 16, 1, 1)
 
 
 def test_size_not_multiple_of_256_is_refused(vector):
@@ -219,7 +217,7 @@ def test_load_our_combined_file(vector, tmp_path):
     _holds_vector_weights(model, vector)
     inputs = vector["inputs"]
     with torch.no_grad():  # returned in eval mode: the official eval-mode output
-        _close(model(inputs["comp"], inputs["mask"], real_image=inputs["real"])["images"], vector["output"])
+        _close(model(inputs["comp"], inputs["mask"])["images"], vector["output"])
 
 
 def test_load_official_folder_and_g_file(vector, tmp_path):
