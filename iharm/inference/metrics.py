@@ -77,8 +77,13 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 255.0) ->
 
 
 def foreground_ratio(mask: torch.Tensor) -> torch.Tensor:
-    """Per-image fraction of pixels with mask > 0.5 (how fg-ratio buckets are chosen)."""
-    return (mask > 0.5).flatten(1).float().mean(dim=1)
+    """Per-image fraction of pixels with mask > 0.5 (how fg-ratio buckets are chosen), float64.
+
+    In float64 the ratio is count / pixels correctly rounded, as the official
+    numpy code computed it: an image with exactly 5 % foreground gives exactly
+    ``0.05`` and lands on the bucket boundary (float32 would give 0.0500000007).
+    """
+    return (mask > 0.5).flatten(1).double().mean(dim=1)
 
 
 @torch.no_grad()
