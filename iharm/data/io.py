@@ -1,4 +1,4 @@
-"""Reading images and masks from disk with errors that name the file.
+"""Reading images and masks with errors that name the file, and writing images atomically.
 
 The official code calls ``cv2.imread`` and lets a missing or broken file surface
 as ``NoneType has no attribute ...`` deep inside the pipeline. Here every read
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -157,3 +158,34 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     if np.issubdtype(raw.dtype, np.floating):
         return np.clip(raw.astype(np.float32), 0.0, 1.0)
     raise DataError(path, f"unsupported mask pixel type {raw.dtype}")
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Write a uint8 HxWx3 RGB image, encoded by the file extension, atomically.
+
+    The image is encoded in memory first (``cv2.imwrite`` would return False
+    without a reason for an unknown extension), written to a temporary file in
+    the same folder, fsynced and renamed over ``path``: an interrupted run never
+    leaves a half-written image that a resumed run would take for a finished one.
+    """
+    path = Path(path)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"write_image: expected a uint8 HxWx3 RGB array, got {rgb.dtype} {rgb.shape}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    try:
+        ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise DataError(path, f"cannot encode an image as '{path.suffix}' (use one of {', '.join(IMAGE_EXTENSIONS)})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(encoded.tobytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
