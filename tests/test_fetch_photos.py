@@ -118,3 +118,12 @@ def test_cli_offline_subset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "6 photos written" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         script.main(["--out", str(tmp_path / "p"), "--packages", "no-such-package"])
+
+
+def test_without_apt_debian_packages_are_reported_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no apt-get, no dpkg
+    pool = [PoolEntry("debian", "not-installed-data", "", "CC0", "scene", "", "/usr/share/not-installed/x.jpg"),
+            *[entry for entry in read_pool() if entry.package == "scikit-image"][:1]]
+    report = fetch_photos(tmp_path / "out", tmp_path / "cache", pool)
+    assert report.unavailable == {"not-installed-data": "apt-get is not available on this system"}
+    assert len(report.written) == 1  # the PyPI photo still comes

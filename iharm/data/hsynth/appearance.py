@@ -120,7 +120,7 @@ def histmatch(image: np.ndarray, foreground: np.ndarray, rng: np.random.Generato
     if reference is None:
         raise ValueError("histmatch needs a reference image")
     target, params = reference_region(reference, rng)
-    alpha = _log_uniform(rng, 0.2, 1.0)
+    alpha = _log_uniform(rng, 0.2, 0.9)
     levels = np.linspace(0.0, 1.0, 101)
     out = np.empty_like(image)
     for c in range(3):
@@ -142,20 +142,20 @@ def retouch(image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
     params: Params = {}
     linear = srgb_to_linear(image)
     if "exposure" in ops:
-        params["ev"] = _r(_signed(rng, 0.1, 1.2))
+        params["ev"] = _r(_signed(rng, 0.1, 1.0))
         linear = linear * np.float32(2.0 ** params["ev"])
     if "white_balance" in ops:
         # Temperature moves red against blue, tint moves green against magenta (log2 gains).
-        temperature, tint = _signed(rng, 0.05, 0.5), rng.uniform(-0.1, 0.1)
+        temperature, tint = _signed(rng, 0.05, 0.45), rng.uniform(-0.1, 0.1)
         gains = 2.0 ** np.array([temperature, tint, -temperature], np.float32)
         params.update(temperature=_r(temperature), tint=_r(tint))
         linear = linear * gains
     out = linear_to_srgb(linear)
     if "gamma" in ops:
-        params["gamma"] = _r(2.0 ** _signed(rng, 0.08, 0.8))
+        params["gamma"] = _r(2.0 ** _signed(rng, 0.08, 0.7))
         out = out ** np.float32(params["gamma"])
     if "saturation" in ops:
-        params["saturation"] = _r(2.0 ** _signed(rng, 0.15, 1.0))
+        params["saturation"] = _r(2.0 ** _signed(rng, 0.15, 0.9))
         grey = out @ np.array([0.299, 0.587, 0.114], np.float32)
         out = grey[..., None] + (out - grey[..., None]) * np.float32(params["saturation"])
     params["ops"] = ops
@@ -186,7 +186,7 @@ def curves(image: np.ndarray, foreground: np.ndarray, rng: np.random.Generator,
     Interior knots at 1/4, 1/2, 3/4 move by N(0, sigma); end points move a
     little (black and white points), so that curves change contrast and colour.
     """
-    sigma = _log_uniform(rng, 0.04, 0.28)
+    sigma = _log_uniform(rng, 0.04, 0.24)
     identity = np.linspace(0.0, 1.0, 5)
     shared = rng.normal(0.0, sigma, 5) * np.array([0.3, 1, 1, 1, 0.3])
     per_channel = rng.normal(0.0, sigma * 0.6, (3, 5)) * np.array([0.3, 1, 1, 1, 0.3])
@@ -232,9 +232,9 @@ def illumination(image: np.ndarray, foreground: np.ndarray, rng: np.random.Gener
     from blackbody colours), an intensity change and a harder or softer light (a power
     on linear values around the foreground's mean), as between times of day."""
     scene_k = rng.uniform(4500, 7000)
-    new_k = float(np.clip(scene_k * 2.0 ** _signed(rng, 0.15, 1.2), 2000, 15000))
+    new_k = float(np.clip(scene_k * 2.0 ** _signed(rng, 0.15, 1.0), 2000, 15000))
     gains = _blackbody_rgb(new_k) / _blackbody_rgb(scene_k)
-    ev = rng.uniform(-1.0, 0.5)
+    ev = rng.uniform(-0.9, 0.45)
     hardness = 2.0 ** rng.uniform(-0.4, 0.4)
     linear = srgb_to_linear(image)
     pivot = float(linear[foreground].mean()) + 1e-4
@@ -248,9 +248,9 @@ def gain_field(image: np.ndarray, foreground: np.ndarray, rng: np.random.Generat
                reference: np.ndarray | None = None) -> tuple[np.ndarray, Params]:
     """A smooth multiplicative field over the frame: light falling off across the object,
     with a little colour in it. Log2 gains from a 3x3 random grid, bicubically upsampled."""
-    amplitude = _log_uniform(rng, 0.2, 1.4)
+    amplitude = _log_uniform(rng, 0.2, 1.2)
     colour = rng.uniform(0.05, 0.2)
-    offset = _signed(rng, 0.1, 0.8)
+    offset = _signed(rng, 0.1, 0.7)
     height, width = image.shape[:2]
     coarse = rng.normal(0.0, 1.0, (3, 3, 1)) * amplitude + rng.normal(0.0, 1.0, (3, 3, 3)) * colour + offset
     field = cv2.resize(coarse.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable
 
 import cv2
 import numpy as np
+import torch
 
 from iharm.data.errors import DataError
 from iharm.data.hsynth import appearance, layout, masks
@@ -89,8 +90,8 @@ class BuildConfig:
     max_side: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name or "_" in self.name:
-            raise ValueError(f"--name {self.name!r}: a non-empty folder name without '/' or '_'")
+        if not self.name or "/" in self.name or "\\" in self.name or self.name.startswith("."):
+            raise ValueError(f"--name {self.name!r}: must be a plain folder name")
         if self.per_photo < 1:
             raise ValueError(f"--per-photo must be >= 1, got {self.per_photo}")
         if not 0.0 < self.test_fraction < 1.0:
@@ -268,13 +269,15 @@ def _build_photo(task: _Task) -> tuple[list[dict[str, str]], list[str]]:
             mask, kind, mask_params = _given_mask(photo, image.shape[:2]), "given", {"file": photo.mask_path.name}
         else:
             kind = str(rng.choice(list(kinds), p=list(kinds.values())))
-            silhouette = None
+            # A silhouette is the object mask of another photo of the same split (the photo
+            # itself when the split has no other group).
+            donor = None
             if kind == "silhouette":
                 donors = task.references or (photo,)
                 donor = donors[int(rng.integers(len(donors)))]
-                silhouette = _silhouette(donor.path, config.seed, donor.name)
+            silhouette = None if donor is None else _silhouette(donor.path, config.seed, donor.name)
             mask, kind, mask_params = masks.make_mask(image, rng, kind, silhouette)
-            if silhouette is not None:
+            if donor is not None:
                 mask_params["donor"] = donor.name
         mask_file = f"{photo.name}_{m}.png"
         (root / "masks" / mask_file).write_bytes(_encode_png(mask))
@@ -301,9 +304,10 @@ def _build_photo(task: _Task) -> tuple[list[dict[str, str]], list[str]]:
 
 
 def _init_worker() -> None:
-    # One thread per process: the pool already uses the cores, and cv2's own
-    # threads would only compete with it.
+    # One thread per process: the pool already uses the cores, and cv2's and
+    # torch's own threads would only compete with it.
     cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 def build_dataset(photos_dir: Path, out_root: Path, config: BuildConfig, overwrite: bool = False,

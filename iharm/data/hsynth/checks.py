@@ -210,14 +210,15 @@ class _SubsetChecker:
                 self.report.add("error", exc.path, exc.message)
                 self.mask_info[name] = None
                 return None
-            ratio = float(mask.mean())
-            # At one half, as loaders that binarise do: JPEG noise (values 1..3 in the
-            # background) must neither make an empty mask look non-empty nor a full one look partial.
-            foreground = mask >= 0.5
+            # Foreground = mask > 0.5, as iharm.inference.metrics.foreground_ratio buckets
+            # images: JPEG noise (values 1..3 in the background) must neither make an
+            # empty mask look non-empty nor a full one look partial.
+            foreground = mask > 0.5
+            ratio = float(np.count_nonzero(foreground)) / foreground.size
             if not foreground.any():
-                self.report.add("error", path, "empty mask (no pixel >= 128)")
+                self.report.add("error", path, "empty mask (no pixel above 127)")
             elif foreground.all():
-                self.report.add("error", path, "full mask (no pixel < 128): nothing is background")
+                self.report.add("error", path, "full mask (no pixel at or below 127): nothing is background")
             if np.count_nonzero((mask > 0) & (mask < 1)):
                 self.soft.append(name)
             self.mask_info[name] = ((mask.shape[1], mask.shape[0]), ratio)

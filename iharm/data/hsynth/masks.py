@@ -27,8 +27,11 @@ from skimage.segmentation import slic
 
 #: Longest side of the copy masks are computed on.
 WORK_SIDE = 384
-#: Foreground area is drawn log-uniform in this interval (fraction of the image).
-TARGET_AREA = (0.02, 0.5)
+#: Foreground area is drawn log-uniform in this interval (fraction of the image). The
+#: design guide says "about [0.02, 0.5]"; the lower end at 0.015 gives more small
+#: objects, as iHarmony4 has (a third of the composites below 5 % instead of 29 %),
+#: which brings the composite PSNR into iHarmony4's range (see the builder report).
+TARGET_AREA = (0.015, 0.5)
 #: Masks whose area falls outside this interval are rejected.
 ACCEPT_AREA = (0.01, 0.8)
 
@@ -136,6 +139,14 @@ def region_mask(image: np.ndarray, rng: np.random.Generator, target_area: float)
         neighbours[a].add(int(b))
         neighbours[b].add(int(a))
 
+    # Growth order: closest in colour to the region's mean, plus a small pull towards
+    # the seed. At real edges the colour term dominates; in flat areas (sky, walls),
+    # where neighbours all match, the pull grows a compact blob instead of a ragged
+    # patchwork of SLIC's grid-like squares.
+    ys, xs = np.mgrid[0:labels.shape[0], 0:labels.shape[1]]
+    centres = np.stack([np.bincount(flat, ys.ravel(), minlength=count),
+                        np.bincount(flat, xs.ravel(), minlength=count)], 1) / np.maximum(sizes, 1)[:, None]
+    step = np.sqrt(labels.size / count)  # typical superpixel width
     seed = int(rng.integers(count))
     region = {seed}
     area = sizes[seed]
@@ -145,14 +156,18 @@ def region_mask(image: np.ndarray, rng: np.random.Generator, target_area: float)
     while area < goal and frontier:
         mean = colour_sum / area
         candidates = sorted(frontier)
-        distances = np.linalg.norm(means[candidates] - mean, axis=1)
-        pick = candidates[int(np.argmin(distances))]
+        cost = (np.linalg.norm(means[candidates] - mean, axis=1)
+                + np.linalg.norm(centres[candidates] - centres[seed], axis=1) / step)
+        pick = candidates[int(np.argmin(cost))]
         region.add(pick)
         frontier.discard(pick)
         frontier |= neighbours[pick] - region
         area += sizes[pick]
         colour_sum = colour_sum + means[pick] * sizes[pick]
-    mask = clean_mask(np.isin(labels, sorted(region)))
+    # Rounding the corners of the superpixel outline: straight edge-aligned stretches
+    # stay where they are, the staircase of a flat area's grid becomes a curve.
+    grown = cv2.GaussianBlur(np.isin(labels, sorted(region)).astype(np.float32), (0, 0), 3.0) >= 0.5
+    mask = clean_mask(grown)
     return mask, {"segments": segments, "seed_superpixel": seed, "superpixels": len(region)}
 
 

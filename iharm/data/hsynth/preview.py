@@ -14,15 +14,22 @@ _LABEL_HEIGHT = 18
 
 
 def pick_samples(rows: list[dict[str, str]], count: int, seed: int = 0) -> list[dict[str, str]]:
-    """Up to ``count`` meta rows, one per family in turn (families cycle if fewer), seeded."""
+    """Up to ``count`` meta rows, one per family in turn (families cycle if fewer), seeded.
+
+    Samples come from the upper half of their family's fMSE, so that the change
+    can be seen at thumbnail size; the sheet labels each with its fMSE.
+    """
     rng = np.random.default_rng(seed)
     by_family: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         by_family.setdefault(row["family"], []).append(row)
-    families = sorted(by_family)
+    for family, members in by_family.items():
+        median = float(np.median([float(row["fmse"]) for row in members]))
+        by_family[family] = [row for row in members if float(row["fmse"]) >= median]
     picked: list[dict[str, str]] = []
-    while len(picked) < min(count, len(rows)):
-        for family in families:
+    available = sum(len(members) for members in by_family.values())
+    while len(picked) < min(count, available):
+        for family in sorted(by_family):
             pool = [row for row in by_family[family] if row not in picked]
             if pool and len(picked) < count:
                 picked.append(pool[int(rng.integers(len(pool)))])
