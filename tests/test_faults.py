@@ -210,3 +210,10 @@ def test_a_dead_ddp_worker_ends_the_run_with_an_error(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert time.monotonic() - started < 200
     assert "SIGKILL" in result.stderr or "Signal 9" in result.stderr or "exitcode" in result.stderr
+
+
+def test_old_checkpoints_without_batchnorm_counters_load() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    load_weights(model, state, "old.pth")  # PyTorch < 0.4.1 files lack the counter
+    assert int(model[1].num_batches_tracked) == 0

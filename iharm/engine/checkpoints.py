@@ -69,6 +69,10 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Strict ``load_state_dict`` that lists every missing, unexpected and mis-shaped key."""
     expected = model.state_dict()
+    # Checkpoints saved by PyTorch < 0.4.1 have no BatchNorm counters; torch itself
+    # tolerates that, and the counter does not affect eval or the momentum update.
+    state = {**{k: torch.zeros_like(v) for k, v in expected.items()
+                if k.endswith(".num_batches_tracked") and k not in state}, **state}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     misshaped = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
