@@ -8,7 +8,7 @@ The root lists (``<Sub>/composite_images/<file>`` a line, for BargainNet) are
 made from the subsets' own ``<Sub>_train.txt`` / ``<Sub>_test.txt``; resized
 copies (``*_resized<N>``) are left out unless named with --subsets.
 --resize-hadobe5k writes ``HAdobe5k_resized<max-side>`` as saic-vul's resize
-notebook did (see iharm/data/hsynth/prepare.py: LANCZOS4, longest side exactly
+notebook did (see iharm/data/prepare.py: LANCZOS4, longest side exactly
 1024, JPEG quality 90, PNG masks resized alike, small files copied unchanged).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iharm.data.errors import DataError  # noqa: E402
-from iharm.data.hsynth.prepare import resize_subset, write_root_lists  # noqa: E402
+from iharm.data.prepare import resize_subset, write_root_lists  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

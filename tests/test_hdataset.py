@@ -233,7 +233,7 @@ def _rewrite_list(folder: Path, text: str) -> None:
 
 def test_missing_list_file(tmp_path: Path) -> None:
     (tmp_path / "Empty").mkdir()
-    with pytest.raises(DataError, match=r"Empty: expected exactly one list file '\*train.txt', found none"):
+    with pytest.raises(DataError, match=r"Empty: needs exactly one \*train.txt list \(found: none\)"):
         HDataset(tmp_path / "Empty", "train")
 
 

@@ -12,8 +12,8 @@ import pytest
 from skimage import data
 
 from iharm.data.errors import DataError
-from iharm.data.hsynth.checks import check_paths
-from iharm.data.hsynth.prepare import resize_subset, write_root_lists
+from iharm.data.checks import check_paths
+from iharm.data.prepare import resize_subset, write_root_lists
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset, default_collate
 from iharm.data.color import rgb_to_lab
 from iharm.data.errors import DataError
 from iharm.data.io import read_image, read_mask
+from iharm.data.layout import find_list, mask_name, real_name
 from iharm.data.transforms import HCompose
 
 #: When the Lab image is computed: from the original-resolution RGB and then
@@ -55,17 +56,6 @@ class Entry:
         return DataError(path, f"{message} (listed at {self.list_file}:{self.line})")
 
 
-def find_list_file(dataset_path: Path, split: str) -> Path:
-    """The unique ``*<split>.txt`` in ``dataset_path`` (``HCOCO_train.txt``, ``IHD_test.txt``)."""
-    if not dataset_path.is_dir():
-        raise DataError(dataset_path, "dataset folder not found")
-    candidates = sorted(p for p in dataset_path.glob("*.txt") if p.stem.endswith(split))
-    if len(candidates) != 1:
-        found = ", ".join(p.name for p in candidates) or "none"
-        raise DataError(dataset_path, f"expected exactly one list file '*{split}.txt', found {found}")
-    return candidates[0]
-
-
 def _derive(dataset_path: Path, list_file: Path, line_no: int, text: str) -> Entry:
     relative = PurePosixPath(text.replace("\\", "/"))
     if relative.is_absolute() or ".." in relative.parts or ":" in relative.parts[0]:
@@ -81,18 +71,18 @@ def _derive(dataset_path: Path, list_file: Path, line_no: int, text: str) -> Ent
     if stem.count("_") < 2:
         raise DataError(list_file, f"entry '{text}': composite names must read '{{real}}_{{mask}}_{{k}}{suffix}'",
                         line_no)
-    real_name = stem.split("_", 1)[0]
-    mask_name = stem.rsplit("_", 1)[0]
     base = dataset_path / folder
-    return Entry(composite=base / "composite_images" / relative.name, mask=base / "masks" / f"{mask_name}.png",
-                 real=base / "real_images" / f"{real_name}.jpg", list_file=list_file, line=line_no)
+    return Entry(composite=base / "composite_images" / relative.name, mask=base / "masks" / mask_name(relative.name),
+                 real=base / "real_images" / real_name(relative.name), list_file=list_file, line=line_no)
 
 
 def read_list(dataset_path: str | os.PathLike, split: str) -> list[Entry]:
     """Entries of the split's list file; blank lines and ``\\r\\n`` endings are tolerated,
     duplicates and entries that leave the dataset root are errors naming the line."""
     dataset_path = Path(dataset_path)
-    list_file = find_list_file(dataset_path, split)
+    if not dataset_path.is_dir():
+        raise DataError(dataset_path, "dataset folder not found")
+    list_file = find_list(dataset_path, split)
     try:
         lines = list_file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:

@@ -1,4 +1,4 @@
-"""HSynth: real-photo harmonization data in the exact iHarmony4 layout, and dataset tools.
+"""HSynth: real-photo harmonization data in the exact iHarmony4 layout.
 
 Modules, one concept each:
 
@@ -10,9 +10,10 @@ Modules, one concept each:
 * :mod:`~iharm.data.hsynth.stats`      composite-vs-real MSE / fMSE / PSNR at 256 px
 * :mod:`~iharm.data.hsynth.builder`    split, generate and write a dataset
 * :mod:`~iharm.data.hsynth.preview`    contact sheet of a build
-* :mod:`~iharm.data.hsynth.layout`     iHarmony4 folder and file naming
-* :mod:`~iharm.data.hsynth.checks`     check a dataset and report every problem
-* :mod:`~iharm.data.hsynth.prepare`    IHD root lists and the resized HAdobe5k copy
+
+The general iHarmony4 tools it builds on live beside it: :mod:`iharm.data.layout`
+(folder and file naming), :mod:`iharm.data.checks` (report every problem of a
+dataset) and :mod:`iharm.data.prepare` (IHD root lists, resized HAdobe5k).
 
 Scripts: ``scripts/fetch_photos.py``, ``scripts/make_synthetic_dataset.py``,
 ``scripts/check_dataset.py``, ``scripts/prepare_iharmony4.py``.

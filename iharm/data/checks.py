@@ -7,14 +7,15 @@ uses :func:`iharm.data.io.read_image` / :func:`read_mask`). Severities:
 
 * ``error``: the loader would fail or train on something else than meant:
   missing, unreadable or truncated files, composite/real/mask size mismatches,
-  empty or full masks, duplicate or blank list lines, Windows line endings,
+  empty or full masks, duplicate list entries,
   entries that leave the dataset (``../``, absolute), an entry in both the train
   and the test list, a root ``IHD_*.txt`` that disagrees with the subset lists;
-* ``warning``: suspicious but loadable (spaces around an entry, images no list names);
+* ``warning``: loadable by iharm but suspicious, or fatal to the official loaders
+  (blank lines, Windows line endings, spaces around an entry, images no list names);
 * ``info``: worth knowing (soft or JPEG-noisy masks: iHarmony4's own HCOCO masks
   carry JPEG noise; no root ``IHD_*.txt`` lists).
 
-The layout itself is described in :mod:`iharm.data.hsynth.layout`.
+The layout itself is described in :mod:`iharm.data.layout`.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from iharm.data.errors import DataError
-from iharm.data.hsynth import layout
+from iharm.data import layout
 from iharm.data.io import IMAGE_EXTENSIONS, read_image, read_mask
 
 #: Foreground-ratio buckets of the summary, half-open: [0, 5 %), [5 %, 15 %), [15 %, 100 %].
@@ -96,13 +97,14 @@ def _read_list(path: Path, report: CheckReport) -> list[tuple[int, str]]:
         return []
     crlf = text.count("\r\n")
     if crlf:
-        report.add("error", path, f"Windows line endings (CRLF) on {crlf} line(s); convert to LF (dos2unix)")
+        report.add("warning", path, f"Windows line endings (CRLF) on {crlf} line(s): iharm reads them, the "
+                   "official loaders do not; convert to LF (dos2unix)")
     entries = []
     for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
         if number == text.count("\n") + 1 and line == "":
             break  # the empty string after the final newline is not a line
         if not line.strip():
-            report.add("error", path, "blank line", number)
+            report.add("warning", path, "blank line (iharm skips it, the official loaders fail on it)", number)
             continue
         if line != line.strip():
             report.add("warning", path, f"spaces around the entry {line!r}", number)

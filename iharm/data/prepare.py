@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from iharm.data.errors import DataError
-from iharm.data.hsynth import layout
+from iharm.data import layout
 from iharm.data.hsynth.imageops import downscale_to_max_side
 
 #: JPEG quality of resized JPEGs (the notebook's).
