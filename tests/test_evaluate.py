@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
@@ -28,9 +30,11 @@ CSV_COLUMNS = ["name", "dataset", "MSE", "fMSE", "PSNR", "fPSNR", "SSIM", "fg_ra
                "predict_ms"]
 
 
-def load_script(name: str):
+def load_script(name: str) -> ModuleType:
+    """Import ``scripts/<name>.py`` (not a package) so that its ``main(argv)`` runs in-process."""
     spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
     return module
 

@@ -6,7 +6,6 @@ of each image is known exactly.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,13 +15,11 @@ import pytest
 import torch
 
 from iharm.model.registry import get_model_spec
+from test_evaluate import load_script
 from tiny_data import photo, recolor, write_rgb
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("evaluate_model_fg_ratios",
-                                              REPO / "scripts" / "evaluate_model_fg_ratios.py")
-fg_ratios = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(fg_ratios)
+evaluate_model_fg_ratios = load_script("evaluate_model_fg_ratios")
 
 #: foreground ratio of each test image (100 x 100 pixels, so each is a whole number of pixels)
 RATIOS = {"r3": 0.03, "r5": 0.05, "r10": 0.10, "r15": 0.15, "r50": 0.50}
