@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from iharm.engine.checkpoints import CheckpointError
-from iharm.inference.evaluation import resolve_checkpoint
+from iharm.inference.evaluation import equal_size_groups, resolve_checkpoint
 from iharm.model.initializer import init_issam_weights
 from iharm.model.registry import get_model_spec
 from tiny_data import make_dataset
@@ -98,7 +98,7 @@ def test_composite_table_matches_numpy_on_iharmony4_mini(shared_data: Path, conf
     results = tmp_path / "results"
     code = evaluate_model.main(["Composite", "--dataset-path", f"{mini / 'HCOCO'},{mini / 'HAdobe5k'}",
                                 "--gpu", "cpu", "--workers", "0", "--config-path", str(config),
-                                "--results-path", str(results)])
+                                "--results-path", str(results), "--save-images", str(tmp_path / "images")])
     assert code == 0
     columns, rows = read_csv(results / "per_image.csv")
     assert columns == CSV_COLUMNS
@@ -109,6 +109,8 @@ def test_composite_table_matches_numpy_on_iharmony4_mini(shared_data: Path, conf
                                                mini / folder / "real_images" / f"{real_of(name)}.jpg",
                                                mini / folder / "masks" / f"{name.rsplit('_', 1)[0]}.png")
             expected[name] = {**numpy_metrics(comp, real, mask), "fg_ratio": float((mask > 0.5).mean())}
+            saved = cv2.imread(str(tmp_path / "images" / folder / f"{Path(name).stem}.png"))
+            assert np.array_equal(cv2.cvtColor(saved, cv2.COLOR_BGR2RGB), comp)  # the prediction is the input
     assert sorted(r["name"] for r in rows) == sorted(expected)
     for row in rows:
         for key, value in expected[row["name"]].items():
@@ -170,6 +172,14 @@ def test_model_predictions_through_the_script(options: tuple[str, ...], tiny: Pa
             pred = pred * mask[..., None] + comp * (1 - mask[..., None])
         for key, value in numpy_metrics(pred, real, mask).items():
             assert float(row[key]) == pytest.approx(value, rel=1e-4, abs=1e-3), (row["name"], key)
+
+
+def test_equal_size_groups_batch_equal_sizes_within_the_pixel_budget() -> None:
+    sizes = [(64, 96), (64, 96), (32, 32), (64, 96), (32, 32), (64, 96)]
+    samples = [{"images": torch.zeros(3, h, w, dtype=torch.uint8), "i": i} for i, (h, w) in enumerate(sizes)]
+    groups = [[s["i"] for s in g] for g in equal_size_groups(samples, max_pixels=3 * 64 * 96)]
+    assert groups == [[0, 1, 3], [5], [2, 4]]
+    assert [len(g) for g in equal_size_groups(samples, max_pixels=1)] == [1] * 6  # never less than one image
 
 
 def test_checkpoint_resolution_follows_the_official_rules(tmp_path: Path) -> None:
