@@ -6,12 +6,25 @@ Names follow the official modules (``background_gate``, ``learning_block``,
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from iharm.model.blocks import Activation, ConvBlock, NormLayer
+from iharm.model.fast_path import FastPathModule, map_region, mask_box, row_bands
+
+
+def resize_mask(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """The mask resized to ``size`` as the official code does (bilinear, align_corners=True).
+
+    A mask that already has that size is returned as it is: the official
+    resize to the same size is an exact copy.
+    """
+    if tuple(mask.shape[-2:]) == tuple(size):
+        return mask
+    return F.interpolate(mask, size=tuple(size), mode="bilinear", align_corners=True)
 
 
 class ChannelAttention(nn.Module):
@@ -28,9 +41,17 @@ class ChannelAttention(nn.Module):
             nn.Sigmoid(),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([pool(x) for pool in self.global_pools], dim=1).flatten(start_dim=1)
-        return self.attention_transform(pooled)[..., None, None] * x
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate's input: global average and max of x, (B, 2C)."""
+        return torch.cat([pool(x) for pool in self.global_pools], dim=1).flatten(start_dim=1)
+
+    def channel_weights(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The per-channel gate (B, C, 1, 1) for the pooled input ``self.pool(x)``."""
+        return self.attention_transform(pooled)[..., None, None]
+
+    def forward(self, x: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` scaled per channel; ``pooled`` is ``self.pool(x)`` when the caller already has it."""
+        return self.channel_weights(self.pool(x) if pooled is None else pooled) * x
 
 
 class GaussianSmoothing(nn.Module):
@@ -58,13 +79,21 @@ class GaussianSmoothing(nn.Module):
         return F.conv2d(x, weight=self.weight, padding=self.padding, groups=self.groups)
 
 
-class SpatialSeparatedAttention(nn.Module):
+class SpatialSeparatedAttention(FastPathModule):
     """S2AM: separate channel gates for background, foreground and their mix.
 
     ``output = m * (learning_block(foreground_gate(x)) + mix_gate(x)) + (1 - m) * background_gate(x)``
     with ``m`` the full-resolution mask resized to ``x`` (bilinear,
     align_corners=True) and passed through ``mask_blurring``.
+
+    Fast path: ``share_intermediates`` pools x once for the three gates (they
+    pool it identically); ``crop_to_mask`` (eval mode, where BatchNorm is
+    per-pixel) runs the learning block only on the bounding box of ``m != 0``
+    plus its 2-pixel halo, since ``m`` is exactly 0 elsewhere.
     """
+
+    #: Receptive-field halo of the learning block: two 3x3 convolutions.
+    HALO = 2
 
     def __init__(self, in_channels: int, norm_layer: NormLayer | None, activation: Activation,
                  mid_k: float = 2.0) -> None:
@@ -82,8 +111,39 @@ class SpatialSeparatedAttention(nn.Module):
         self.mask_blurring = GaussianSmoothing(1, 7, 1, padding=3)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        mask = self.mask_blurring(F.interpolate(mask, size=x.shape[-2:], mode="bilinear", align_corners=True))
-        background = self.background_gate(x)
-        foreground = self.learning_block(self.foreground_gate(x))
-        mix = self.mix_gate(x)
-        return mask * (foreground + mix) + (1 - mask) * background
+        mask = self.mask_blurring(resize_mask(mask, x.shape[-2:]))
+        fast = self.fast_path
+        pooled = self.background_gate.pool(x) if fast.share_intermediates else None
+        if self.training or not fast.crop_to_mask:
+            background = self.background_gate(x, pooled)
+            foreground = self.learning_block(self.foreground_gate(x, pooled))
+            mix = self.mix_gate(x, pooled)
+            return mask * (foreground + mix) + (1 - mask) * background
+        return self._forward_cropped(x, mask, self.background_gate.pool(x) if pooled is None else pooled)
+
+    def _forward_cropped(self, x: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """Eval mode. With the gates ``bg = w_bg * x``, ``mix = w_mix * x``:
+        ``m * (fg + mix) + (1 - m) * bg == x * (w_bg + m * (w_mix - w_bg)) + m * fg``,
+        one full-size tensor instead of four, and ``m * fg`` is 0 outside the mask's box.
+
+        In inference with ``lean_memory`` the result is written over ``x``, as
+        the network's in-place ReLUs do, a band of rows at a time.
+        """
+        background = self.background_gate.channel_weights(pooled)
+        difference = self.mix_gate.channel_weights(pooled) - background
+        lean = self.fast_path.lean_memory and not torch.is_grad_enabled()
+        box = mask_box(mask, self.HALO)
+        # The foreground gate's channel weights come from the whole x (pooled), not from the crop;
+        # the foreground is computed before x is overwritten.
+        foreground = None if box is None else map_region(
+            lambda crop: self.learning_block(self.foreground_gate(crop, pooled)), x, box, self.HALO, banded=lean)
+        if lean:
+            for rows in row_bands(0, x.shape[-2], x.shape[-1]):
+                x[..., rows, :].mul_(torch.addcmul(background, mask[..., rows, :], difference))
+            blend = x
+        else:
+            blend = x * torch.addcmul(background, mask, difference)
+        if box is not None:
+            rows, cols = box.region
+            blend[..., rows, cols].addcmul_(mask[..., rows, cols], foreground)
+        return blend

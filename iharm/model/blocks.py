@@ -6,21 +6,37 @@ without renaming.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from iharm.model.fast_path import FastPathModule, derived
 
 #: A module factory such as ``nn.BatchNorm2d`` or ``partial(nn.ReLU, inplace=True)``.
 NormLayer = Callable[[int], nn.Module]
 Activation = Callable[[], nn.Module]
 
 
-class ConvBlock(nn.Module):
+def fold_batchnorm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of one convolution equal to ``norm(conv(x))`` with the norm's running statistics."""
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+    return conv.weight * scale[:, None, None, None], (bias - norm.running_mean) * scale + norm.bias
+
+
+def _uses_running_stats(norm: nn.Module) -> bool:
+    return (isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_mean is not None
+            and norm.affine)
+
+
+class ConvBlock(FastPathModule):
     """Conv2d -> norm (or Identity) -> activation, as ``block = Sequential(...)``.
 
     The convolution keeps its bias even when a norm follows: the official
-    checkpoints carry those biases.
+    checkpoints carry those biases. Fast path (``fold_batchnorm``): in eval
+    mode conv and BatchNorm run as one convolution with folded weights.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 4, stride: int = 2,
@@ -33,8 +49,69 @@ class ConvBlock(nn.Module):
             activation(),
         )
 
+    @property
+    def folds_batchnorm(self) -> bool:
+        """Whether this block runs as one convolution with BatchNorm folded in (fast path, eval mode)."""
+        return self.fast_path.fold_batchnorm and _uses_running_stats(self.block[1])
+
+    def folded_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight and bias of conv + BatchNorm folded (cached in inference); needs :attr:`folds_batchnorm`."""
+        conv, norm, _ = self.block
+        sources = (conv.weight, norm.weight, norm.bias, norm.running_mean, norm.running_var)
+        if conv.bias is not None:
+            sources += (conv.bias,)
+        return derived(self, "folded", sources, lambda: fold_batchnorm(conv, norm))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x)
+        if not self.folds_batchnorm:
+            return self.block(x)
+        conv, _, activation = self.block
+        return activation(conv._conv_forward(x, *self.folded_parameters()))
+
+
+def packed_batch_norm(norms: Sequence[nn.BatchNorm2d], x: torch.Tensor) -> torch.Tensor:
+    """``cat([norms[k](x_k) for k])`` for x the concatenation of the K inputs, as one call.
+
+    BatchNorm statistics are per channel, so each norm sees exactly its own
+    batch statistics; in training every norm's running statistics and batch
+    counter are updated as its own call would (same momentum rule).
+    """
+    first = norms[0]
+    tracking = first.training and first.track_running_stats
+    factor = first.momentum if first.momentum is not None else 0.0
+    if tracking:
+        for norm in norms:
+            norm.num_batches_tracked.add_(1)
+        if first.momentum is None:
+            factor = 1.0 / float(first.num_batches_tracked)
+    has_running = first.running_mean is not None and (not first.training or first.track_running_stats)
+    running = [torch.cat([getattr(norm, name) for norm in norms]) if has_running else None
+               for name in ("running_mean", "running_var")]
+    affine = [torch.cat([getattr(norm, name) for norm in norms]) if first.affine else None
+              for name in ("weight", "bias")]
+    use_batch_stats = first.training or first.running_mean is None
+    out = F.batch_norm(x, *running, *affine, use_batch_stats, factor, first.eps)
+    if tracking:
+        with torch.no_grad():
+            for norm, mean, var in zip(norms, running[0].chunk(len(norms)), running[1].chunk(len(norms))):
+                norm.running_mean.copy_(mean)
+                norm.running_var.copy_(var)
+    return out
+
+
+def packed_conv_blocks(blocks: Sequence[ConvBlock], x: torch.Tensor) -> torch.Tensor:
+    """``cat([blocks[k](x_k) for k])`` for x the concatenation of the K inputs: one grouped
+    convolution (groups = K) and one BatchNorm call for K blocks of the same shape."""
+    conv, norm, activation = blocks[0].block
+    if all(block.folds_batchnorm for block in blocks):
+        weight, bias = (torch.cat(parts) for parts in zip(*(block.folded_parameters() for block in blocks)))
+    else:
+        weight = torch.cat([block.block[0].weight for block in blocks])
+        bias = torch.cat([block.block[0].bias for block in blocks]) if conv.bias is not None else None
+    out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, groups=len(blocks))
+    if isinstance(norm, nn.BatchNorm2d) and not blocks[0].folds_batchnorm:
+        out = packed_batch_norm([block.block[1] for block in blocks], out)
+    return activation(out)
 
 
 class UNetDoubleConv(nn.Module):

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from iharm.model.blocks import NormLayer
-from iharm.model.stylegan2 import ResidualBlock
-from iharm.model.unet import UNetEncoder, ssam_unet
+from iharm.model.fast_path import FastPathModule, derived, map_region, mask_box
+from iharm.model.stylegan2 import ResidualBlock, StyleBlock, modulate, per_sample_conv
+from iharm.model.unet import UNetEncoder, packed_deepest_features, ssam_unet
 
 #: Lab channel names in image_lab channel order; ``{c}_encoder`` encodes channel c into ``w_{c}``.
 LAB_CHANNELS = ("l", "a", "b")
@@ -64,14 +65,24 @@ class Control_encoder(nn.Module):  # noqa: N801 - official name
         return self.map2w(self.lab_encoder(x)[0])
 
 
-class Control_Module(nn.Module):  # noqa: N801 - official name
+class Control_Module(FastPathModule):  # noqa: N801 - official name
     """Lab control module of one decoder stage.
 
     Three modulated-conv branches (``l/a/b_styleblock``, driven by ``w_l/w_a/w_b``)
     are fused with per-pixel softmax weights from ``G_weight`` (1x1 convs
     3F -> 32 -> 3); the fused features replace ``x`` inside the stage mask:
     ``x * (1 - m) + m * fused``.
+
+    Fast path: ``pack_styles`` runs the three branches as one modulated
+    convolution per layer; ``crop_to_mask`` computes ``fused`` only on the
+    mask's bounding box (plus the 2-pixel halo of the two 3x3 convolutions),
+    since outside it ``m`` is exactly 0 and the blend returns ``x``. In
+    inference with ``lean_memory`` the box is processed in bands of rows and
+    the result is written over ``x``.
     """
+
+    #: Receptive-field halo of a style branch: two 3x3 convolutions.
+    HALO = 2
 
     def __init__(self, w_dim: int, feature_dim: int) -> None:
         super().__init__()
@@ -88,15 +99,61 @@ class Control_Module(nn.Module):  # noqa: N801 - official name
 
     def forward(self, x: torch.Tensor, sl: torch.Tensor, sa: torch.Tensor, sb: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
-        f_l = self.l_styleblock(x, sl)
-        f_a = self.a_styleblock(x, sa)
-        f_b = self.b_styleblock(x, sb)
-        weights = torch.softmax(self.G_weight(torch.cat((f_l, f_a, f_b), dim=1)), dim=1)
-        fused = weights[:, 0:1] * f_l + weights[:, 1:2] * f_a + weights[:, 2:3] * f_b
+        styles = (sl, sa, sb)
+        fast = self.fast_path
+        box = mask_box(mask, self.HALO) if fast.crop_to_mask else None
+        if box is None:
+            if fast.crop_to_mask and not torch.is_grad_enabled():
+                return x  # an all-zero mask: the blend is x * 1 + 0 * fused
+            # Plain path, or an all-zero mask in training: the full computation gives every
+            # style parameter its (zero) gradient, as officially.
+            return self._blend(x, self._fuse(self._branches(x, styles)), mask)
+        lean = fast.lean_memory and not torch.is_grad_enabled()
+        fused = map_region(lambda crop: self._fuse(self._branches(crop, styles)), x, box, self.HALO, banded=lean)
+        rows, cols = box.region
+        region_mask = mask[..., rows, cols]
+        if lean:
+            # x * (1 - m) + m * fused written over x, as the network's in-place ReLUs do.
+            x[..., rows, cols] = fused.mul_(region_mask).addcmul_(x[..., rows, cols], 1 - region_mask)
+            return x
+        out = x.clone()
+        out[..., rows, cols] = self._blend(x[..., rows, cols], fused, region_mask)
+        return out
+
+    def _branches(self, x: torch.Tensor, styles: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``cat(f_l, f_a, f_b)``, the three style branches on x."""
+        branches = (self.l_styleblock, self.a_styleblock, self.b_styleblock)
+        if not self.fast_path.pack_styles:
+            return torch.cat([branch(x, style) for branch, style in zip(branches, styles)], dim=1)
+        # Layer 1 reads x in every branch: one convolution with 3F outputs per sample.
+        # Layer 2 reads each branch's own output: a grouped convolution, 3 groups per sample.
+        for layer, groups in (("style_block1", 1), ("style_block2", len(branches))):
+            x = self._packed_layer(layer, [getattr(branch, layer) for branch in branches], x, styles, groups)
+        return x
+
+    def _packed_layer(self, layer: str, blocks: Sequence[StyleBlock], x: torch.Tensor,
+                      styles: Sequence[torch.Tensor], groups: int) -> torch.Tensor:
+        sources = [p for block in blocks for p in (block.conv.weight.weight, block.bias)]
+        weight, bias = derived(self, layer, sources, lambda: (
+            torch.stack([block.conv.weight() for block in blocks]),
+            torch.cat([block.bias for block in blocks])[None, :, None, None]))
+        conv = blocks[0].conv
+        style = torch.stack([block.to_style(w) for block, w in zip(blocks, styles)], dim=1)
+        out = per_sample_conv(x, modulate(weight, style, conv.demodulate, conv.eps), conv.padding, groups)
+        return blocks[0].activation(out + bias)
+
+    def _fuse(self, features: torch.Tensor) -> torch.Tensor:
+        """Softmax-weighted sum of the branches (``features`` is their concatenation)."""
+        f_l, f_a, f_b = features.split(self.feature_dim, dim=1)
+        weights = torch.softmax(self.G_weight(features), dim=1)
+        return weights[:, 0:1] * f_l + weights[:, 1:2] * f_a + weights[:, 2:3] * f_b
+
+    @staticmethod
+    def _blend(x: torch.Tensor, fused: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return x * (1 - mask) + mask * fused
 
 
-class DucoNet_model(nn.Module):  # noqa: N801 - official name
+class DucoNet_model(FastPathModule):  # noqa: N801 - official name
     """DucoNet. ``forward(image, mask, image_lab) -> {'images': out}``.
 
     ``image`` is the ImageNet-normalised RGB composite (B,3,H,W), ``mask`` the
@@ -134,9 +191,19 @@ class DucoNet_model(nn.Module):  # noqa: N801 - official name
         self.b_encoder = lab_encoder()
 
     def encode_lab(self, image_lab: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Style codes ``{'w_l', 'w_a', 'w_b'}`` (each B x w_dim), one Lab channel per encoder."""
-        return {f"w_{name}": getattr(self, f"{name}_encoder")(image_lab[:, i:i + 1], mask)
-                for i, name in enumerate(LAB_CHANNELS)}
+        """Style codes ``{'w_l', 'w_a', 'w_b'}`` (each B x w_dim), one Lab channel per encoder.
+
+        Fast path ``pack_lab_encoders``: the three encoders run as one grouped
+        pass over ``[L, mask, a, mask, b, mask]``.
+        """
+        encoders = [getattr(self, f"{name}_encoder") for name in LAB_CHANNELS]
+        if not self.fast_path.pack_lab_encoders:
+            return {f"w_{name}": encoder(image_lab[:, i:i + 1], mask)
+                    for i, (name, encoder) in enumerate(zip(LAB_CHANNELS, encoders))}
+        packed_input = torch.cat([part for i in range(len(encoders)) for part in (image_lab[:, i:i + 1], mask)], dim=1)
+        deepest = packed_deepest_features([encoder.lab_encoder for encoder in encoders], packed_input)
+        return {f"w_{name}": encoder.map2w(features)
+                for name, encoder, features in zip(LAB_CHANNELS, encoders, deepest.chunk(len(encoders), dim=1))}
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor, image_lab: torch.Tensor | None = None,
                 backbone_features: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:

@@ -15,6 +15,30 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def modulate(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, eps: float) -> torch.Tensor:
+    """Per-sample kernels ``weight * style`` over the input channels, optionally demodulated.
+
+    ``weight`` is (..., out, in, k, k) and ``styles`` (B, ..., in) with the same
+    leading dimensions: one kernel (out, in, k, k) and style each for one layer,
+    or K of each for K layers at once. Demodulation scales every output
+    channel of every kernel to unit L2 norm (``rsqrt(sum w^2 + eps)``).
+    Returns (B, ..., out, in, k, k).
+    """
+    kernels = weight[None] * styles[..., None, :, None, None]
+    if demodulate:
+        kernels = kernels * torch.rsqrt((kernels ** 2).sum(dim=(-3, -2, -1), keepdim=True) + eps)
+    return kernels
+
+
+def per_sample_conv(x: torch.Tensor, kernels: torch.Tensor, padding: int, groups: int = 1) -> torch.Tensor:
+    """Convolve each sample of ``x`` (B, C, H, W) with its own kernels (B, ..., out, C / groups, k, k)
+    as one grouped convolution (``groups`` per sample); returns (B, all outputs, H, W)."""
+    b, _, h, w = x.shape
+    out = F.conv2d(x.reshape(1, -1, h, w), kernels.reshape(-1, *kernels.shape[-3:]), padding=padding,
+                   groups=b * groups)
+    return out.reshape(b, -1, h, w)
+
+
 class EqualizedWeight(nn.Module):
     """A weight stored ~N(0, 1) and returned scaled by ``c = 1 / sqrt(prod(shape[1:]))``."""
 
@@ -57,15 +81,8 @@ class Conv2dWeightModulate(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        weights = self.weight()[None] * s[:, None, :, None, None]
-        if self.demodulate:
-            sigma_inv = torch.rsqrt((weights ** 2).sum(dim=(2, 3, 4), keepdim=True) + self.eps)
-            weights = weights * sigma_inv
-        x = x.reshape(1, -1, h, w)
-        weights = weights.reshape(b * self.out_features, *weights.shape[2:])
-        x = F.conv2d(x, weights, padding=self.padding, groups=b)
-        return x.reshape(-1, self.out_features, h, w)
+        kernels = modulate(self.weight(), s, self.demodulate, self.eps)
+        return per_sample_conv(x, kernels, self.padding)
 
 
 class StyleBlock(nn.Module):

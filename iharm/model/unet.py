@@ -11,11 +11,11 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from iharm.model.attention import SpatialSeparatedAttention
-from iharm.model.blocks import Activation, ConvBlock, NormLayer, UNetDoubleConv
+from iharm.model.attention import SpatialSeparatedAttention, resize_mask
+from iharm.model.blocks import Activation, ConvBlock, NormLayer, UNetDoubleConv, packed_conv_blocks
+from iharm.model.fast_path import FastPathModule
 
 #: ``control_module_layer(w_dim=..., feature_dim=...)`` -> module(x, w_l, w_a, w_b, mask).
 ControlModuleLayer = Callable[..., nn.Module]
@@ -90,9 +90,26 @@ class UNetEncoder(nn.Module):
         return outputs[::-1]
 
 
+def packed_deepest_features(encoders: Sequence[UNetEncoder], x: torch.Tensor) -> torch.Tensor:
+    """The deepest features of K encoders of the same shape, concatenated, from one grouped pass.
+
+    ``x`` is the concatenation of the K inputs along the channels; every
+    convolution runs once with groups = K (see :func:`packed_conv_blocks`).
+    """
+    features = x
+    for down_blocks in zip(*(encoder._blocks() for encoder in encoders)):
+        for conv_blocks in zip(*(block.convs.block for block in down_blocks)):
+            x = packed_conv_blocks(conv_blocks, x)
+        features, x = x, down_blocks[0].pooling(x)
+    return features
+
+
 class UNetUpBlock(nn.Module):
     """Upsample x2 + 3x3 conv, concatenate with the encoder skip, optional attention, double conv,
-    optional control module (DucoNet) applied inside the mask resized to this stage."""
+    optional control module (DucoNet) applied inside the mask resized to this stage.
+
+    ``mask`` is the full-resolution mask or the mask already resized to the skip's size.
+    """
 
     def __init__(self, in_channels_decoder: int, in_channels_encoder: int, out_channels: int,
                  norm_layer: NormLayer | None, activation: Activation, padding: int,
@@ -124,8 +141,7 @@ class UNetUpBlock(nn.Module):
         if self.control_module is not None:
             if ws is None:
                 raise ValueError("UNetUpBlock: this stage has a control module and needs ws={'w_l','w_a','w_b'}")
-            stage_mask = F.interpolate(mask, size=encoder_out.shape[-2:], mode="bilinear", align_corners=True)
-            x = self.control_module(x, ws["w_l"], ws["w_a"], ws["w_b"], stage_mask)
+            x = self.control_module(x, ws["w_l"], ws["w_a"], ws["w_b"], resize_mask(mask, encoder_out.shape[-2:]))
         return x
 
 
@@ -134,7 +150,7 @@ def uses_control_module(stage: int, control_module_start: int) -> bool:
     return control_module_start == -1 or stage >= control_module_start
 
 
-class UNetDecoder(nn.Module):
+class UNetDecoder(FastPathModule):
     """``depth - 1`` up blocks back to full resolution, then the output head.
 
     With ``image_fusion`` the head blends the (normalised) input image with a
@@ -142,7 +158,8 @@ class UNetDecoder(nn.Module):
     ``out = a * image + (1 - a) * to_rgb(f)``. The decoder convs always use
     ``norm_layer``; attention is applied on stages ``d >= attend_from``; control
     modules follow :func:`uses_control_module` when ``control_module_layer``
-    is given.
+    is given. Fast path (``share_intermediates``): the mask is resized once per
+    stage, for the attention and the control module together.
     """
 
     def __init__(self, depth: int, encoder_blocks_channels: Sequence[int], norm_layer: NormLayer | None,
@@ -175,7 +192,8 @@ class UNetDecoder(nn.Module):
                 ws: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         output = encoder_outputs[0]
         for block, skip in zip(self.up_blocks, encoder_outputs[1:]):
-            output = block(output, skip, mask, ws)
+            stage_mask = resize_mask(mask, skip.shape[-2:]) if self.fast_path.share_intermediates else mask
+            output = block(output, skip, stage_mask, ws)
         if not self.image_fusion:
             return self.to_rgb(output)
         attention_map = torch.sigmoid(3.0 * self.conv_attention(output))

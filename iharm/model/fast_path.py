@@ -1,0 +1,212 @@
+"""Exact fast paths: the official computation, arranged to do less work.
+
+Every network in :mod:`iharm.model` runs one of two ways:
+
+* the **plain** path executes the algorithm op for op as the official code
+  does (one branch, one encoder, one sample-kernel at a time); it is the
+  baseline of ``scripts/benchmark.py`` and stays selectable with
+  ``set_fast_path(model, False)`` or ``with fast_path(model, False): ...``;
+* the **fast** path (the default) computes the same function with the same
+  parameters and gives the same numbers up to float32 rounding (max abs
+  difference far below 1e-4, checked in ``tests/test_fast_paths.py``).
+
+:class:`FastPath` names each rearrangement, so the benchmark can measure them
+one by one. None of them changes a parameter or a buffer: official state dicts
+load with ``strict=True`` either way, and derived tensors (folded or packed
+weights) live in a per-module cache outside the state dict.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
+from typing import NamedTuple, TypeVar
+
+import torch
+from torch import nn
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """Which exact rearrangements a model uses (all on by default except ``pack_lab_encoders``).
+
+    ``fold_batchnorm``
+        Eval mode: Conv2d followed by BatchNorm2d (running statistics) runs as
+        one convolution with folded weights and bias, cached until a parameter
+        or buffer changes.
+    ``pack_styles``
+        DucoNet control modules: the l/a/b style branches read the same input,
+        so their first modulated convolutions run as one convolution with 3x
+        the output channels and their second ones as one grouped convolution,
+        instead of six separate calls.
+    ``crop_to_mask``
+        Work whose result the official blend multiplies by the mask (the
+        control modules; in eval mode also the learning block of the
+        spatial-separated attention) runs only on the mask's bounding box
+        grown by the receptive-field halo; outside the box the mask is exactly
+        0 and the official output there is exactly the other blend operand.
+    ``pack_lab_encoders``
+        DucoNet's three Lab encoders as one grouped pass (groups = 3, the
+        BatchNorm statistics stay per channel, hence per encoder). Off by
+        default: on CPU the grouped convolutions are slower than three
+        ordinary ones (see docs/performance.md).
+    ``share_intermediates``
+        Values the official code computes several times from the same input
+        are computed once per forward: the mask resized to each decoder stage
+        (the attention and the control module of a stage both resize it) and
+        the global pools of the attention's three channel gates. Bit-identical.
+    ``lean_memory``
+        Inference (no autograd): blends and gates write into tensors that are
+        no longer needed instead of allocating new full-resolution ones.
+    """
+
+    fold_batchnorm: bool = True
+    share_intermediates: bool = True
+    pack_styles: bool = True
+    crop_to_mask: bool = True
+    pack_lab_encoders: bool = False
+    lean_memory: bool = True
+
+    @classmethod
+    def plain(cls) -> FastPath:
+        """Every rearrangement off: the official algorithm as it runs officially."""
+        return cls(**{f.name: False for f in fields(cls)})
+
+    @classmethod
+    def only(cls, *names: str) -> FastPath:
+        """Just the named rearrangements (for measuring them one at a time)."""
+        unknown = set(names) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown fast-path options {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
+        return replace(cls.plain(), **{name: True for name in names})
+
+
+#: The default configuration: exact rearrangements that pay on CPU.
+DEFAULT_FAST_PATH = FastPath()
+
+
+class FastPathModule(nn.Module):
+    """A module with an exact fast implementation, selected by its ``fast_path`` attribute."""
+
+    fast_path: FastPath = DEFAULT_FAST_PATH
+
+
+def _resolve(config: FastPath | bool) -> FastPath:
+    if isinstance(config, FastPath):
+        return config
+    return DEFAULT_FAST_PATH if config else FastPath.plain()
+
+
+def get_fast_path(model: nn.Module) -> FastPath | None:
+    """The configuration of the first fast-path module in ``model`` (None when it has none)."""
+    return next((m.fast_path for m in model.modules() if isinstance(m, FastPathModule)), None)
+
+
+def set_fast_path(model: nn.Module, config: FastPath | bool = True) -> nn.Module:
+    """Select the fast (``True`` or a :class:`FastPath`) or the plain (``False``) path everywhere in ``model``."""
+    resolved = _resolve(config)
+    for module in model.modules():
+        if isinstance(module, FastPathModule):
+            module.fast_path = resolved
+    return model
+
+
+@contextmanager
+def fast_path(model: nn.Module, config: FastPath | bool) -> Iterator[nn.Module]:
+    """Run ``model`` with ``config`` inside the block, restoring every module's previous choice on exit."""
+    saved = [(module, module.fast_path) for module in model.modules() if isinstance(module, FastPathModule)]
+    set_fast_path(model, config)
+    try:
+        yield model
+    finally:
+        for module, previous in saved:
+            module.fast_path = previous
+
+
+def derived(module: nn.Module, key: str, sources: Sequence[torch.Tensor], make: Callable[[], T]) -> T:
+    """``make()``, tensors computed from ``sources`` (parameters, buffers), cached on ``module``.
+
+    With autograd on, the result is always recomputed, so gradients flow to the
+    sources. Without it (inference), the cached tensor is reused while every
+    source is the same storage at the same version: ``load_state_dict``,
+    optimizer steps and ``.to()`` all change one or the other.
+    """
+    if torch.is_grad_enabled():
+        return make()
+    stamp = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+    cache: dict[str, tuple[tuple, T]] = module.__dict__.setdefault("_derived_tensors", {})
+    entry = cache.get(key)
+    if entry is None or entry[0] != stamp:
+        entry = (stamp, make())
+        cache[key] = entry
+    return entry[1]
+
+
+class MaskBox(NamedTuple):
+    """Where a mask is non-zero: ``region`` (rows, cols) in image coordinates, ``outer`` the region
+    grown by a halo and clipped to the image, ``inner`` the region in ``outer``'s coordinates."""
+
+    region: tuple[slice, slice]
+    outer: tuple[slice, slice]
+    inner: tuple[slice, slice]
+
+
+def mask_box(mask: torch.Tensor, halo: int) -> MaskBox | None:
+    """The bounding box of ``mask != 0`` over the whole batch, with ``halo`` pixels of context; None if empty.
+
+    A stack of ``halo`` 3x3 zero-padded convolutions run on ``x[..., outer]``
+    gives exactly the full-image result on ``region``: inside the image each
+    output there sees only pixels of ``outer``, and where ``outer`` is clipped
+    by the image border the crop's zero padding is the original zero padding.
+    """
+    support = mask.detach().ne(0).flatten(0, -3).any(dim=0)
+    rows = torch.nonzero(support.any(dim=1)).flatten()
+    if rows.numel() == 0:
+        return None
+    cols = torch.nonzero(support.any(dim=0)).flatten()
+    height, width = support.shape
+    top, bottom, left, right = rows[0].item(), rows[-1].item() + 1, cols[0].item(), cols[-1].item() + 1
+    outer_top, outer_left = max(top - halo, 0), max(left - halo, 0)
+    return MaskBox(
+        region=(slice(top, bottom), slice(left, right)),
+        outer=(slice(outer_top, min(bottom + halo, height)), slice(outer_left, min(right + halo, width))),
+        inner=(slice(top - outer_top, bottom - outer_top), slice(left - outer_left, right - outer_left)),
+    )
+
+
+#: Pixels per band of :func:`map_region` / :func:`row_bands` in lean inference: bounds the
+#: temporaries of mask-local work (a 96-channel float32 band is 48 MiB) at any image size.
+BAND_PIXELS = 1 << 17
+
+
+def row_bands(start: int, stop: int, width: int) -> Iterator[slice]:
+    """Consecutive row slices covering ``[start, stop)``, each of at most :data:`BAND_PIXELS` pixels."""
+    rows = max(1, BAND_PIXELS // width)
+    for top in range(start, stop, rows):
+        yield slice(top, min(top + rows, stop))
+
+
+def map_region(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, box: MaskBox, halo: int,
+               banded: bool) -> torch.Tensor:
+    """``fn(x[..., outer])[..., inner]``: ``fn`` of x on ``box.region``, where ``fn`` is pointwise
+    ops and at most ``halo`` zero-padded 3x3 convolutions (stride 1) in sequence.
+
+    ``banded`` computes it band of rows by band of rows (each band with its
+    own halo, see :func:`mask_box`), so that ``fn``'s temporaries stay small
+    at any image size; the result is the same.
+    """
+    (rows, cols), (_, outer_cols), (_, inner_cols) = box
+    if not banded:
+        return fn(x[..., box.outer[0], outer_cols])[..., box.inner[0], inner_cols]
+    height = x.shape[-2]
+    result = None
+    for band in row_bands(rows.start, rows.stop, outer_cols.stop - outer_cols.start):
+        top, bottom = max(band.start - halo, 0), min(band.stop + halo, height)
+        part = fn(x[..., top:bottom, outer_cols])[..., band.start - top:band.stop - top, inner_cols]
+        if result is None:
+            result = part.new_empty((*part.shape[:-2], rows.stop - rows.start, part.shape[-1]))
+        result[..., band.start - rows.start:band.stop - rows.start, :] = part
+    return result
