@@ -18,7 +18,6 @@ from iharm.model.registry import get_model_spec
 from test_evaluate import load_script
 from tiny_data import photo, recolor, write_rgb
 
-REPO = Path(__file__).resolve().parents[1]
 evaluate_model_fg_ratios = load_script("evaluate_model_fg_ratios")
 
 #: foreground ratio of each test image (100 x 100 pixels, so each is a whole number of pixels)

@@ -21,7 +21,6 @@ from iharm.model.registry import get_model_spec
 from test_evaluate import load_script
 from tiny_data import ellipse_mask, photo
 
-REPO = Path(__file__).resolve().parents[1]
 predict_for_dir = load_script("predict_for_dir")
 
 
