@@ -18,6 +18,12 @@ metrics see. Two of its paths crash for DucoNet and are fixed here:
 Which inputs a model takes, how its RGB input is normalised and its size
 divisor come from its :class:`~iharm.model.registry.ModelSpec`, so the same
 predictor serves DucoNet, iSSAM and BargainNet.
+
+Speed (docs/performance.md): the networks run their exact fast path unless
+the model was switched to the plain one (``iharm.model.fast_path``); on the
+CPU the predictor also keeps the model and its inputs in channels_last, which
+changes only the memory layout. ``precision='bf16'`` runs the network under
+bfloat16 autocast: faster where the hardware has bf16 arithmetic, not exact.
 """
 from __future__ import annotations
 
@@ -30,6 +36,9 @@ from iharm.model.registry import ModelSpec
 
 #: OpenCV 8-bit Lab of black RGB (0, 0, 0): the Lab value of the padded border.
 LAB_OF_BLACK = (0, 128, 128)
+
+#: ``precision`` names -> autocast dtype (None: plain float32).
+PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _padding(size: int, divisor: int) -> tuple[int, int]:
@@ -45,12 +54,24 @@ class Predictor:
     validation; ``predict`` (one HWC numpy image) by the command-line tools.
     The model is switched to eval mode for each call and restored afterwards,
     and runs under ``torch.inference_mode``.
+
+    ``channels_last`` (default: on the CPU only, where it was measured to pay)
+    moves the model's parameters to that memory format, in place like the
+    move to ``device``. ``precision`` is one of :data:`PRECISIONS`: 'float32'
+    (exact), 'bf16' (bfloat16 autocast) or 'fp16' (float16 autocast, CUDA only).
     """
 
     def __init__(self, model: nn.Module, spec: ModelSpec, device: str | torch.device = "cpu",
-                 with_flip: bool = False) -> None:
+                 with_flip: bool = False, precision: str = "float32", channels_last: bool | None = None) -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("precision='fp16' needs a CUDA device; use 'bf16' on the CPU")
+        self.precision = precision
+        channels_last = self.device.type == "cpu" if channels_last is None else channels_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format)
         self.spec = spec
         self.with_flip = with_flip
 
@@ -113,11 +134,13 @@ class Predictor:
             lab = images_lab.to(self.device)
             padded["images_lab"] = torch.cat([F.pad(lab[:, c:c + 1], pads, value=value)
                                               for c, value in enumerate(LAB_OF_BLACK)], dim=1)
-        batch = self.spec.prepare_batch(padded, self.device)
+        batch = self.spec.prepare_batch(padded, self.device, self.memory_format)
         if self.with_flip:
             batch = {key: torch.cat((x, x.flip(-1))) for key, x in batch.items()}
 
-        output = self.model(**self.spec.forward_kwargs(batch))["images"]
+        autocast_dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            output = self.model(**self.spec.forward_kwargs(batch))["images"].float()
         if self.with_flip:
             output = 0.5 * (output[:n] + output[n:].flip(-1))
         output = output[:, :, top:top + h, left:left + w]

@@ -92,6 +92,8 @@ class SpatialSeparatedAttention(FastPathModule):
     plus its 2-pixel halo, since ``m`` is exactly 0 elsewhere.
     """
 
+    fast_path_options = ("share_intermediates", "crop_to_mask", "lean_memory")
+
     #: Receptive-field halo of the learning block: two 3x3 convolutions.
     HALO = 2
 

@@ -39,6 +39,8 @@ class ConvBlock(FastPathModule):
     mode conv and BatchNorm run as one convolution with folded weights.
     """
 
+    fast_path_options = ("fold_batchnorm",)
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 4, stride: int = 2,
                  padding: int = 1, norm_layer: NormLayer | None = nn.BatchNorm2d,
                  activation: Activation = nn.ELU, bias: bool = True) -> None:

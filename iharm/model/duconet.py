@@ -81,6 +81,8 @@ class Control_Module(FastPathModule):  # noqa: N801 - official name
     the result is written over ``x``.
     """
 
+    fast_path_options = ("pack_styles", "crop_to_mask", "lean_memory")
+
     #: Receptive-field halo of a style branch: two 3x3 convolutions.
     HALO = 2
 
@@ -165,6 +167,8 @@ class DucoNet_model(FastPathModule):  # noqa: N801 - official name
     decoder stages, 1 on stages 1-2, 2 on the last stage only, >= 3 on none.
     The defaults are the published configuration (``models/DucoNet_256.py``).
     """
+
+    fast_path_options = ("pack_lab_encoders",)
 
     def __init__(self, depth: int = 4, norm_layer: NormLayer | None = nn.BatchNorm2d, batchnorm_from: int = 2,
                  attend_from: int = 2, attention_mid_k: float = 0.5, image_fusion: bool = True,

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
-from typing import NamedTuple, TypeVar
+from typing import ClassVar, NamedTuple, TypeVar
 
 import torch
 from torch import nn
@@ -89,9 +89,20 @@ DEFAULT_FAST_PATH = FastPath()
 
 
 class FastPathModule(nn.Module):
-    """A module with an exact fast implementation, selected by its ``fast_path`` attribute."""
+    """A module with an exact fast implementation, selected by its ``fast_path`` attribute.
+
+    ``fast_path_options`` names the :class:`FastPath` fields the module reads.
+    """
 
     fast_path: FastPath = DEFAULT_FAST_PATH
+    fast_path_options: ClassVar[tuple[str, ...]] = ()
+
+
+def fast_path_options(model: nn.Module) -> tuple[str, ...]:
+    """The :class:`FastPath` options that change how ``model`` runs (in field order)."""
+    used = {name for module in model.modules() if isinstance(module, FastPathModule)
+            for name in module.fast_path_options}
+    return tuple(f.name for f in fields(FastPath) if f.name in used)
 
 
 def _resolve(config: FastPath | bool) -> FastPath:
@@ -132,9 +143,11 @@ def derived(module: nn.Module, key: str, sources: Sequence[torch.Tensor], make: 
     With autograd on, the result is always recomputed, so gradients flow to the
     sources. Without it (inference), the cached tensor is reused while every
     source is the same storage at the same version: ``load_state_dict``,
-    optimizer steps and ``.to()`` all change one or the other.
+    optimizer steps and ``.to()`` all change one or the other. Inference
+    tensors (a model built under ``torch.inference_mode``) have no version
+    counter, so nothing derived from them is cached.
     """
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or any(t.is_inference() for t in sources):
         return make()
     stamp = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
     cache: dict[str, tuple[tuple, T]] = module.__dict__.setdefault("_derived_tensors", {})

@@ -162,6 +162,8 @@ class UNetDecoder(FastPathModule):
     stage, for the attention and the control module together.
     """
 
+    fast_path_options = ("share_intermediates",)
+
     def __init__(self, depth: int, encoder_blocks_channels: Sequence[int], norm_layer: NormLayer | None,
                  attention_layer: AttentionLayer | None = None, attend_from: int = 3, image_fusion: bool = False,
                  control_module_start: int = -1, control_module_layer: ControlModuleLayer | None = None,

@@ -1,0 +1,272 @@
+"""The exact fast paths against the plain path (the official algorithm op for op).
+
+Independent expectations: the plain path must still give the official
+reference output (duconet256_vector.pt); every fast option must give the
+plain path's output, loss, gradients and BatchNorm statistics to float32
+rounding; cropping must give the full computation's values; the checkpoint
+layout must not change. Inputs are small so that the file runs in seconds.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import fields
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iharm.inference.predictor import Predictor
+from iharm.model import fast_path as fast_path_module
+from iharm.model.duconet import DucoNet_model
+from iharm.model.fast_path import (DEFAULT_FAST_PATH, FastPath, FastPathModule, fast_path, fast_path_options,
+                                   get_fast_path, map_region, mask_box, set_fast_path)
+from iharm.model.issam import SSAMImageHarmonization
+from iharm.model.losses import MaskWeightedMSE
+from iharm.model.registry import get_model_spec
+
+ATOL = 1e-4
+OPTIONS = [f.name for f in fields(FastPath)]
+#: Parameters whose gradients are compared, one from every part the fast paths touch.
+NAMED_PARAMETERS = (
+    "l_encoder.lab_encoder.block0.convs.block.0.block.0.weight",
+    "b_encoder.lab_encoder.blocks_connected.block3.convs.block.1.block.1.weight",
+    "b_encoder.map2w.net.2.weight",
+    "decoder.up_blocks.0.control_module.a_styleblock.style_block1.conv.weight.weight",
+    "decoder.up_blocks.2.control_module.b_styleblock.style_block2.to_style.weight.weight",
+    "decoder.up_blocks.2.control_module.G_weight.0.weight",
+    "decoder.up_blocks.2.attention.learning_block.0.block.0.weight",
+    "decoder.up_blocks.2.attention.mix_gate.attention_transform.0.weight",
+    "decoder.to_rgb.weight",
+)
+
+
+@pytest.fixture(scope="module")
+def vector(reference_dir):
+    return torch.load(reference_dir / "duconet256_vector.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def official(vector):
+    """The official weights with BatchNorm statistics and affines made non-trivial (folding must matter)."""
+    net = DucoNet_model()
+    net.load_state_dict(vector["state_dict"], strict=True)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                size = module.num_features
+                module.running_mean.copy_(0.1 * torch.randn(size, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(size, generator=generator))
+                module.weight.copy_(1 + 0.1 * torch.randn(size, generator=generator))
+                module.bias.copy_(0.1 * torch.randn(size, generator=generator))
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def small_inputs():
+    """Two 64x56 samples: a box mask touching the top-left border and a soft mask (union box)."""
+    generator = torch.Generator().manual_seed(1)
+    image = torch.randn(2, 3, 64, 56, generator=generator)
+    lab = torch.rand(2, 3, 64, 56, generator=generator)
+    target = torch.randn(2, 3, 64, 56, generator=generator)
+    mask = torch.zeros(2, 1, 64, 56)
+    mask[0, :, :20, :17] = 1.0
+    mask[1, :, 34:47, 28:45] = 0.5
+    return image, mask, lab, target
+
+
+def _training_step(model, config, inputs):
+    """Loss, named gradients and BatchNorm statistics after one train forward and backward."""
+    image, mask, lab, target = inputs
+    net = set_fast_path(copy.deepcopy(model), config).train()
+    loss = MaskWeightedMSE(min_area=100)(net(image, mask, lab)["images"], target, mask).mean()
+    loss.backward()
+    parameters = dict(net.named_parameters())
+    statistics = {k: v for k, v in net.state_dict().items() if "running" in k or "num_batches" in k}
+    return loss.item(), {n: parameters[n].grad for n in NAMED_PARAMETERS}, statistics
+
+
+@pytest.fixture(scope="module")
+def plain_eval(official, small_inputs):
+    image, mask, lab, _ = small_inputs
+    with torch.inference_mode():
+        return set_fast_path(copy.deepcopy(official), False)(image, mask, lab)["images"]
+
+
+@pytest.fixture(scope="module")
+def plain_training(official, small_inputs):
+    return _training_step(official, False, small_inputs)
+
+
+def _variants():
+    return [pytest.param(FastPath.only(option), id=option) for option in OPTIONS] + [
+        pytest.param(DEFAULT_FAST_PATH, id="default"),
+        pytest.param(FastPath(pack_lab_encoders=True), id="everything")]
+
+
+def test_plain_path_gives_the_official_output(official, vector):
+    net = set_fast_path(DucoNet_model(), False)
+    net.load_state_dict(vector["state_dict"], strict=True)
+    inputs = vector["inputs"]
+    with torch.no_grad():
+        output = net.eval()(inputs["image"], inputs["mask"], image_lab=inputs["image_lab"])["images"]
+    torch.testing.assert_close(output, vector["output"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("config", _variants())
+def test_eval_output_equals_the_plain_path(official, small_inputs, plain_eval, config):
+    image, mask, lab, _ = small_inputs
+    net = set_fast_path(copy.deepcopy(official), config)
+    with torch.inference_mode():
+        output = net(image, mask, lab)["images"]
+    torch.testing.assert_close(output, plain_eval, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("config", _variants())
+def test_training_step_equals_the_plain_path(official, small_inputs, plain_training, config):
+    """Loss, gradients of named parameters, and BatchNorm running statistics after one train forward."""
+    plain_loss, plain_grads, plain_statistics = plain_training
+    loss, grads, statistics = _training_step(official, config, small_inputs)
+    assert loss == pytest.approx(plain_loss, rel=1e-4)
+    for name in NAMED_PARAMETERS:
+        assert ((grads[name] - plain_grads[name]).norm() / plain_grads[name].norm()).item() < 1e-4, name
+    for name, expected in plain_statistics.items():
+        torch.testing.assert_close(statistics[name], expected, atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("mask_kind", ["empty", "everywhere", "single pixel at the corner"])
+def test_extreme_masks(official, small_inputs, mask_kind):
+    image, _, lab, _ = small_inputs
+    mask = torch.zeros(2, 1, 64, 56)
+    if mask_kind == "everywhere":
+        mask += 1.0
+    elif mask_kind.startswith("single"):
+        mask[:, :, -1, -1] = 1.0
+    plain = set_fast_path(copy.deepcopy(official), False)
+    with torch.inference_mode():
+        expected = plain(image, mask, lab)["images"]
+        output = official(image, mask, lab)["images"]
+    torch.testing.assert_close(output, expected, atol=ATOL, rtol=0)
+
+
+def test_empty_mask_in_training_still_gives_style_parameters_a_zero_gradient(official, small_inputs):
+    """As officially: an all-zero mask multiplies the control modules by 0, their gradient is 0, not None
+    (Adam would otherwise skip those parameters for the step)."""
+    image, _, lab, target = small_inputs
+    mask = torch.zeros(2, 1, 64, 56)
+    net = copy.deepcopy(official).train()
+    MaskWeightedMSE(min_area=100)(net(image, mask, lab)["images"], target, mask).mean().backward()
+    grad = dict(net.named_parameters())["decoder.up_blocks.1.control_module.l_styleblock.style_block1.bias"].grad
+    assert grad is not None and torch.count_nonzero(grad) == 0
+
+
+def test_inputs_are_not_modified(official, small_inputs):
+    """The lean in-place writes touch only the network's own intermediate tensors."""
+    image, mask, lab, _ = small_inputs
+    copies = [t.clone() for t in (image, mask, lab)]
+    with torch.inference_mode():
+        official(image, mask, lab)
+    assert all(torch.equal(a, b) for a, b in zip((image, mask, lab), copies))
+
+
+def test_channels_last_and_batching_are_exact(official, small_inputs):
+    image, mask, lab, _ = small_inputs
+    net = copy.deepcopy(official).to(memory_format=torch.channels_last)
+    cl = [t.contiguous(memory_format=torch.channels_last) for t in (image, mask, lab)]
+    plain = set_fast_path(copy.deepcopy(official), False)
+    with torch.inference_mode():
+        expected = torch.cat([plain(image[i:i + 1], mask[i:i + 1], lab[i:i + 1])["images"] for i in range(2)])
+        output = net(*cl)["images"]
+    torch.testing.assert_close(output, expected, atol=ATOL, rtol=0)
+
+
+def test_state_dict_layout_and_strict_loading_unchanged(official, vector):
+    net = copy.deepcopy(official)
+    with torch.inference_mode():  # fills the derived-tensor caches
+        net(vector["inputs"]["image"][:1, :, :64, :64], vector["inputs"]["mask"][:1, :, :64, :64],
+            vector["inputs"]["image_lab"][:1, :, :64, :64])
+    assert list(net.state_dict()) == list(vector["state_dict"])
+    fresh = DucoNet_model()
+    fresh.load_state_dict(net.state_dict(), strict=True)
+    net.load_state_dict(vector["state_dict"], strict=True)
+
+
+def test_cached_weights_follow_loaded_weights(official, vector, small_inputs):
+    """Folded and packed weights are cached in inference; loading new weights must invalidate them."""
+    image, mask, lab, _ = small_inputs
+    net = copy.deepcopy(official)
+    fresh = set_fast_path(DucoNet_model(), False).eval()
+    fresh.load_state_dict(vector["state_dict"], strict=True)
+    with torch.inference_mode():
+        net(image, mask, lab)
+    net.load_state_dict(vector["state_dict"], strict=True)
+    with torch.inference_mode():
+        output = net(image, mask, lab)["images"]
+        expected = fresh(image, mask, lab)["images"]
+    torch.testing.assert_close(output, expected, atol=ATOL, rtol=0)
+
+
+def test_issam_fast_path_equals_plain(official, small_inputs):
+    image, mask, _, _ = small_inputs
+    issam = SSAMImageHarmonization()
+    issam.load_state_dict({k: v for k, v in official.state_dict().items() if k in issam.state_dict()})
+    plain = set_fast_path(copy.deepcopy(issam), False).eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(issam.eval()(image, mask)["images"], plain(image, mask)["images"],
+                                   atol=ATOL, rtol=0)
+    assert fast_path_options(issam) == ("fold_batchnorm", "share_intermediates", "crop_to_mask", "lean_memory")
+
+
+def test_plain_path_is_selectable_and_restorable():
+    net = DucoNet_model()
+    modules = [m for m in net.modules() if isinstance(m, FastPathModule)]
+    assert modules and all(m.fast_path == DEFAULT_FAST_PATH for m in modules)
+    with fast_path(net, False):
+        assert all(m.fast_path == FastPath.plain() for m in modules)
+        assert not any(getattr(get_fast_path(net), name) for name in OPTIONS)
+    assert get_fast_path(net) == DEFAULT_FAST_PATH
+    set_fast_path(net, FastPath.only("crop_to_mask"))
+    assert all(m.fast_path == FastPath.only("crop_to_mask") for m in modules)
+    with pytest.raises(ValueError, match="unknown fast-path options"):
+        FastPath.only("warp_speed")
+
+
+def test_mask_box_and_banded_regions_match_the_full_computation(monkeypatch):
+    """Two zero-padded 3x3 convolutions on the box (halo 2), whole or in bands of rows,
+    equal the full-image convolutions there, also where the box touches the border."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 4, 40, 30, generator=generator)
+    weights = [torch.randn(4, 4, 3, 3, generator=generator) for _ in range(2)]
+
+    def convs(t):
+        return F.conv2d(F.relu(F.conv2d(t, weights[0], padding=1)), weights[1], padding=1)
+
+    mask = torch.zeros(1, 1, 40, 30)
+    mask[..., 0:17, 21:30] = 0.3
+    box = mask_box(mask, halo=2)
+    rows, cols = box.region
+    assert (rows, cols) == (slice(0, 17), slice(21, 30))
+    assert box.outer == (slice(0, 19), slice(19, 30))
+    expected = convs(x)[..., rows, cols]
+    torch.testing.assert_close(map_region(convs, x, box, 2, banded=False), expected, atol=1e-5, rtol=0)
+    monkeypatch.setattr(fast_path_module, "BAND_PIXELS", 4 * 11)  # bands of 4 rows
+    torch.testing.assert_close(map_region(convs, x, box, 2, banded=True), expected, atol=1e-5, rtol=0)
+    assert mask_box(torch.zeros(2, 1, 8, 8), halo=2) is None
+
+
+def test_predictor_defaults_are_exact_and_bf16_is_an_option(official, vector):
+    raw = vector["inputs_uint8"]
+    images = torch.as_tensor(raw["comp_rgb"][:1]).permute(0, 3, 1, 2)[..., :64, :96].contiguous()
+    labs = torch.as_tensor(raw["comp_lab_cv2"][:1]).permute(0, 3, 1, 2)[..., :64, :96].contiguous()
+    masks = vector["inputs"]["mask"][:1, :, :64, :96]
+    spec = get_model_spec("DucoNet")
+    default = Predictor(copy.deepcopy(official), spec)
+    assert default.memory_format == torch.channels_last
+    plain = Predictor(set_fast_path(copy.deepcopy(official), False), spec, channels_last=False)
+    expected = plain.predict_batch(images, masks, labs)
+    torch.testing.assert_close(default.predict_batch(images, masks, labs), expected, atol=1e-3, rtol=0)
+    bf16 = Predictor(copy.deepcopy(official), spec, precision="bf16").predict_batch(images, masks, labs)
+    assert bf16.dtype == torch.float32 and (bf16 - expected).abs().mean() < 2.0
+    with pytest.raises(ValueError, match="fp16"):
+        Predictor(copy.deepcopy(official), spec, precision="fp16")
