@@ -18,7 +18,7 @@ from iharm.model.registry import get_model_spec
 from test_evaluate import load_script
 from tiny_data import photo, recolor, write_rgb
 
-evaluate_model_fg_ratios = load_script("evaluate_model_fg_ratios")
+fg_ratios = load_script("evaluate_model_fg_ratios")
 
 #: foreground ratio of each test image (100 x 100 pixels, so each is a whole number of pixels)
 RATIOS = {"r3": 0.03, "r5": 0.05, "r10": 0.10, "r15": 0.15, "r50": 0.50}
