@@ -160,14 +160,16 @@ def find_mask(image: Path, masks_dir: Path, same_dir: bool, masks_by_stem: dict[
 
 
 def folder_jobs(images_dir: Path, masks_dir: Path, results: Path, output_format: str) -> list[Job]:
-    """A job for every image file in ``images_dir`` (sorted), masks excluded when they share the folder."""
+    """A job for every image file in ``images_dir`` (sorted), except ``*_mask`` files and, when masks share
+    the folder, files that are another image's mask."""
     same_dir = images_dir.resolve() == masks_dir.resolve()
     masks_by_stem: dict[str, list[Path]] = {}
     for path in sorted(masks_dir.iterdir()):
         if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
             masks_by_stem.setdefault(path.stem, []).append(path)
+    # <stem>_mask files are masks wherever they lie, never composites to harmonize
     candidates = [p for p in sorted(images_dir.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                  and not (same_dir and p.stem.endswith("_mask"))]
+                  and not p.stem.endswith("_mask")]
     found: dict[Path, Path | DataError] = {}
     for image in candidates:
         try:
