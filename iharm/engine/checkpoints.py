@@ -69,17 +69,20 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Strict ``load_state_dict`` that lists every missing, unexpected and mis-shaped key."""
     expected = model.state_dict()
-    # Checkpoints saved by PyTorch < 0.4.1 have no BatchNorm counters; torch itself
-    # tolerates that, and the counter does not affect eval or the momentum update.
-    state = {**{k: torch.zeros_like(v) for k, v in expected.items()
-                if k.endswith(".num_batches_tracked") and k not in state}, **state}
+    in_file = len(state)
+    # Checkpoints saved by PyTorch < 0.4.1 have no BatchNorm counters (the rest of the
+    # BatchNorm is there); torch tolerates that, and the counter affects neither eval
+    # nor the momentum update.
+    counters = {k: torch.zeros_like(v) for k, v in expected.items() if k.endswith(".num_batches_tracked")
+                and k not in state and k.replace(".num_batches_tracked", ".running_mean") in state}
+    state = {**counters, **state}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     misshaped = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
                  for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or misshaped:
         lines = [f"{source} does not match {type(model).__name__} "
-                 f"({len(expected)} entries expected, {len(state)} in the file):"]
+                 f"({len(expected)} entries expected, {in_file} in the file):"]
         for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
             if items:
                 shown = items[:12] + ([f"... and {len(items) - 12} more"] if len(items) > 12 else [])
