@@ -22,8 +22,6 @@ def main(cfg):
 
 def init_model(cfg):
     model_cfg = edict(crop_size=CROP_SIZE, spec=get_model_spec("DucoNet"))
-    model_cfg.input_normalization = {"mean": model_cfg.spec.normalization.mean,
-                                     "std": model_cfg.spec.normalization.std}
     model = model_cfg.spec.build(control_module_start=cfg.get("control_module_start", -1))
     init_duconet_weights(model)
     return model, model_cfg

@@ -20,8 +20,6 @@ def main(cfg):
 
 def init_model(cfg):
     model_cfg = edict(crop_size=CROP_SIZE, spec=get_model_spec("iSSAM"))
-    model_cfg.input_normalization = {"mean": model_cfg.spec.normalization.mean,
-                                     "std": model_cfg.spec.normalization.std}
     model = model_cfg.spec.build()
     init_issam_weights(model)  # XavierGluon(gaussian, magnitude 1) on the whole model
     return model, model_cfg

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from iharm.data.errors import DataError
+from iharm.utils.files import atomic_open
 
 #: Largest image, in pixels, that any reader accepts. A JPEG or PNG header can
 #: claim up to 4 billion pixels in a few bytes; decoding that would exhaust
@@ -178,14 +178,5 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, jpeg_quality: int = 95
         ok = False
     if not ok:
         raise DataError(path, f"cannot encode an image as '{path.suffix}' (use one of {', '.join(IMAGE_EXTENSIONS)})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as handle:
+        handle.write(encoded.tobytes())

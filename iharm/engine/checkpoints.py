@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from iharm.utils.files import atomic_open
 
 
 class CheckpointError(RuntimeError):
@@ -94,20 +95,5 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` that never leaves a partly written file at ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_open(path) as handle:
+        torch.save(obj, handle)
