@@ -51,6 +51,7 @@ from iharm.data.errors import DataError
 from iharm.data.io import IMAGE_EXTENSIONS, read_image, read_mask, write_image
 from iharm.engine.checkpoints import CheckpointError
 from iharm.inference.evaluation import resolve_checkpoint, select_device
+from iharm.inference.pairing import pair_masks
 from iharm.inference.full_resolution import UPSAMPLING_METHODS, WorkingResolution, harmonize_full_resolution
 from iharm.inference.predictor import Predictor
 from iharm.inference.utils import load_model
@@ -144,45 +145,14 @@ def _threshold(text: str) -> float | None:
     return value
 
 
-def find_mask(image: Path, masks_dir: Path, same_dir: bool, masks_by_stem: dict[str, list[Path]]) -> Path:
-    """The mask of ``image`` by the documented search order; a DataError says what was looked for."""
-    rules = ([] if same_dir else [(image.stem, None)]) + [(f"{image.stem}_mask", None)]
-    if "_" in image.stem:
-        rules.append((image.stem.rsplit("_", 1)[0], ".png"))
-    for stem, suffix in rules:
-        found = [p for p in masks_by_stem.get(stem, []) if suffix is None or p.suffix.lower() == suffix]
-        if len(found) == 1:
-            return found[0]
-        if found:
-            raise DataError(image, "several masks match: " + ", ".join(str(p) for p in found))
-    wanted = " or ".join(f"{stem}{suffix or '.<ext>'}" for stem, suffix in rules)
-    raise DataError(image, f"no mask found: looked for {wanted} in {masks_dir}")
-
-
-def folder_jobs(images_dir: Path, masks_dir: Path, results: Path, output_format: str) -> list[Job]:
-    """A job for every image file in ``images_dir`` (sorted), except ``*_mask`` files and, when masks share
-    the folder, files that are another image's mask."""
-    same_dir = images_dir.resolve() == masks_dir.resolve()
-    masks_by_stem: dict[str, list[Path]] = {}
-    for path in sorted(masks_dir.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            masks_by_stem.setdefault(path.stem, []).append(path)
-    # <stem>_mask files are masks wherever they lie, never composites to harmonize
-    candidates = [p for p in sorted(images_dir.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                  and not p.stem.endswith("_mask")]
-    found: dict[Path, Path | DataError] = {}
-    for image in candidates:
-        try:
-            found[image] = find_mask(image, masks_dir, same_dir, masks_by_stem)
-        except DataError as exc:
-            found[image] = exc
-    if same_dir:  # a file that is another image's mask (official rule: c1_2.png) is not an image
-        used_as_masks = {m.resolve() for m in found.values() if isinstance(m, Path)}
-        candidates = [p for p in candidates if p.resolve() not in used_as_masks]
+def folder_jobs(images_dir: Path, masks_dir: Path, results: Path,
+                output_format: str) -> tuple[list[Job], list[str]]:
+    """A job for every composite in ``images_dir`` (sorted, masks found by
+    :mod:`iharm.inference.pairing`) and notes on the files that are not images."""
+    pairs, notes = pair_masks(images_dir, masks_dir)
     jobs: list[Job] = []
     outputs: dict[Path, Path] = {}
-    for image in candidates:
-        mask = found[image]
+    for image, mask in pairs:
         output = results / (f"{image.stem}.png" if output_format == "png" else image.name)
         job = Job(image, mask if isinstance(mask, Path) else None, output,
                   None if isinstance(mask, Path) else str(mask))
@@ -190,7 +160,7 @@ def folder_jobs(images_dir: Path, masks_dir: Path, results: Path, output_format:
             job.problem = f"{image}: its output {output} is also the output of {outputs[output]}; rename one of them"
         outputs.setdefault(output, image)
         jobs.append(job)
-    return jobs
+    return jobs, notes
 
 
 def prepare_mask(mask: np.ndarray, threshold: float | None, invert: bool) -> np.ndarray:
@@ -238,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         output = args.output or results / (f"{args.image.stem}.png" if args.output_format == "png" else args.image.name)
         jobs = [Job(args.image, args.mask, output)]
     else:
-        jobs = folder_jobs(args.images, args.masks, results, args.output_format)
+        jobs, notes = folder_jobs(args.images, args.masks, results, args.output_format)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         if not jobs:
             print(f"error: {args.images}: no images found", file=sys.stderr)
             return 1

@@ -10,8 +10,9 @@ A folder (every image gets a row in the CSV, failures included)::
     python scripts/predict_harmony_score.py --checkpoint latest_net_E.pth \\
         --images composites/ --masks masks/ --output scores.csv
 
-Masks are found by name: ``<name>.<ext>`` or ``<name>_mask.<ext>`` in ``--masks``
-(only ``<name>_mask.<ext>`` when the masks lie beside the images, the default).
+Masks are found by name as ``predict_for_dir.py`` finds them (``iharm.inference.pairing``):
+``<name>.<ext>`` in ``--masks`` (another folder), else ``<name>_mask.<ext>``, else the
+official ``<name without its last _part>.png``.
 ``--checkpoint`` is our BargainNet file, an official ``latest_net_E.pth`` (or its
 folder) or libcom's ``BargainNet.pth``. The score is printed to 2 decimals as
 the official script does; the CSV also holds it unrounded and the inharmony
@@ -27,9 +28,9 @@ import warnings
 from pathlib import Path
 
 from iharm.data.errors import DataError
-from iharm.data.io import IMAGE_EXTENSIONS
 from iharm.engine.checkpoints import CheckpointError
 from iharm.inference.harmony_score import HarmonyResult, HarmonyScorer
+from iharm.inference.pairing import pair_masks
 
 CSV_COLUMNS = ("image", "mask", "harmony_score", "harmony_score_rounded", "inharmony_level", "error")
 
@@ -59,35 +60,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             if not folder.is_dir():
                 parser.error(f"{flag} {folder}: not a folder")
     return args
-
-
-def pair_folder(images_dir: Path, masks_dir: Path) -> tuple[list[tuple[Path, Path | DataError]], list[str]]:
-    """[(image, its mask or the error saying why none was found)], and notes on skipped files."""
-    same_dir = images_dir.resolve() == masks_dir.resolve()
-    masks_by_stem: dict[str, list[Path]] = {}
-    for path in sorted(masks_dir.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            masks_by_stem.setdefault(path.stem, []).append(path)
-    pairs: list[tuple[Path, Path | DataError]] = []
-    skipped: list[str] = []
-    for path in sorted(images_dir.iterdir()):
-        if not path.is_file():
-            continue
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            skipped.append(f"{path}: skipped, not an image file (extension '{path.suffix}')")
-            continue
-        if same_dir and path.stem.endswith("_mask"):
-            continue  # a mask lying beside its image
-        stems = [f"{path.stem}_mask"] if same_dir else [path.stem, f"{path.stem}_mask"]
-        found = next((masks_by_stem[stem] for stem in stems if stem in masks_by_stem), [])
-        if len(found) == 1:
-            pairs.append((path, found[0]))
-        elif found:
-            pairs.append((path, DataError(path, "several masks match: " + ", ".join(str(m) for m in found))))
-        else:
-            wanted = " or ".join(f"{stem}.<ext>" for stem in stems)
-            pairs.append((path, DataError(path, f"no mask found: looked for {wanted} in {masks_dir}")))
-    return pairs, skipped
 
 
 def score_one(scorer: HarmonyScorer, image: Path, mask: Path, strict_mask_size: bool) -> HarmonyResult:
@@ -121,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs: list[tuple[Path, Path | DataError]] = [(args.image, args.mask)]
         skipped: list[str] = []
     else:
-        pairs, skipped = pair_folder(args.images, args.masks)
+        pairs, skipped = pair_masks(args.images, args.masks)
         if not pairs:
             print(f"error: {args.images}: no images found", file=sys.stderr)
             return 1

@@ -143,7 +143,7 @@ def test_cli_folder_reports_every_problem_and_scores_the_rest(cli, e_checkpoint,
     masks.mkdir()
     shutil.copy(_example(shared_data, 1), images / "good.png")
     shutil.copy(_example(shared_data, 1, "_mask"), masks / "good.png")
-    shutil.copy(_example(shared_data, 1), images / "no_mask.png")
+    shutil.copy(_example(shared_data, 1), images / "orphan.png")
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg \xff\xd9")
     shutil.copy(_example(shared_data, 1, "_mask"), masks / "broken_mask.png")
     (images / "notes.txt").write_text("not an image")
@@ -155,11 +155,11 @@ def test_cli_folder_reports_every_problem_and_scores_the_rest(cli, e_checkpoint,
     assert code == 1
     assert "good.png is 0.98" in captured.out
     assert f"{images / 'broken.jpg'}: not a decodable image" in captured.err
-    assert f"{images / 'no_mask.png'}: no mask found" in captured.err
+    assert f"{images / 'orphan.png'}: no mask found" in captured.err
     assert "notes.txt: skipped" in captured.err
     assert "1 of 3 images scored, 2 failed" in captured.err
     rows = {row["image"]: row for row in csv.DictReader(output.open())}
-    assert set(rows) == {str(images / name) for name in ("good.png", "no_mask.png", "broken.jpg")}
+    assert set(rows) == {str(images / name) for name in ("good.png", "orphan.png", "broken.jpg")}
     good = rows[str(images / "good.png")]
     assert float(good["inharmony_level"]) == pytest.approx(0.430395, abs=1e-5)
     assert float(good["harmony_score"]) == pytest.approx(math.exp(-0.04212 * 0.430395), abs=1e-6)
