@@ -37,7 +37,7 @@ CSV_COLUMNS = ("image", "mask", "harmony_score", "harmony_score_rounded", "inhar
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, type=Path,
+    parser.add_argument("--checkpoint", "--weight", required=True, type=Path,
                         help="BargainNet file, official latest_net_E.pth (or its folder), or libcom BargainNet.pth")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", type=Path, help="one composite image (needs --mask)")
@@ -45,11 +45,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mask", type=Path, help="the foreground mask of --image")
     parser.add_argument("--masks", type=Path, help="folder of the masks of --images (default: the --images folder)")
     parser.add_argument("--output", type=Path, help="write one CSV row per image here")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    device = parser.add_mutually_exclusive_group()
+    device.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    device.add_argument("--gpu", help="official flag: GPU index (cuda:N), or 'cpu'")
     parser.add_argument("--strict-mask-size", action="store_true",
                         help="refuse a mask whose size differs from its image's (default: stretch it to the "
                              "image, as the official script does, with a warning)")
     args = parser.parse_args(argv)
+    if args.gpu is not None:
+        args.device = "cpu" if args.gpu == "cpu" else f"cuda:{args.gpu}"
     if args.image is not None and args.mask is None:
         parser.error("--image needs --mask")
     if args.images is not None:
