@@ -1,8 +1,11 @@
-"""The iSSAM-family training recipe, parameterised so that model scripts state it.
+"""The training recipes, parameterised so that model scripts state them.
 
 Model scripts (``models/*.py``) call :func:`train_recipe` with every choice of
 their paper written out (crop, datasets, loss, schedule); this function only
 assembles datasets, optimizer, scheduler and trainer from them.
+:func:`train_for_time` is the recipe of a run bounded by wall-clock time
+(``models/hsynth/``: an hour on a 2-core CPU), and :func:`start_at_composite`
+the initialisation that makes an image-fusion network begin at the identity.
 """
 from __future__ import annotations
 
@@ -17,7 +20,12 @@ from torch import nn
 
 from iharm.data.transforms import HCompose
 from iharm.engine.datasets import recipe_dataset
+from iharm.engine.schedules import WarmupCosineLR
 from iharm.engine.trainer import SimpleHTrainer
+from iharm.utils.config import ConfigError
+
+#: Epoch count of a time-bounded run: never reached, the time limit stops it.
+UNBOUNDED_EPOCHS = 1_000_000
 
 
 def train_recipe(model: nn.Module, cfg: EasyDict, model_cfg: EasyDict, *, loss_cfg: Mapping[str, Any],
@@ -45,3 +53,61 @@ def train_recipe(model: nn.Module, cfg: EasyDict, model_cfg: EasyDict, *, loss_c
         checkpoint_interval=checkpoint_interval, image_dump_interval=image_dump_interval)
     trainer.run(num_epochs)
     return trainer
+
+
+def train_for_time(model: nn.Module, cfg: EasyDict, model_cfg: EasyDict, *, loss_cfg: Mapping[str, Any],
+                   train_keys: Sequence[str], augmentator: HCompose, lr: float, warmup_minutes: float,
+                   final_lr_ratio: float, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0,
+                   keep_background_prob: float = 0.05, min_foreground_area: float = 10.0,
+                   snapshot_minutes: float = 5.0, image_dump_interval: int = 1000) -> SimpleHTrainer:
+    """Train for ``--max-train-minutes`` of wall-clock time: Adam(W), warm-up + cosine to the end of that time.
+
+    The learning rate rises linearly from 1 % to ``lr`` over ``warmup_minutes``
+    and falls along a cosine to ``final_lr_ratio * lr`` exactly when the time
+    budget ends (:class:`~iharm.engine.schedules.WarmupCosineLR` in seconds,
+    stepped per optimizer step). There is no validation: weights are written
+    every ``snapshot_minutes`` (``tMMMmin.pth``) and at the end
+    (``last_checkpoint.pth``), to be evaluated afterwards, so evaluation never
+    takes training time.
+    """
+    minutes = float(cfg.get("max_train_minutes") or 0)
+    if minutes <= 0:
+        raise ConfigError("this recipe trains for a time budget: give --max-train-minutes")
+    trainset = recipe_dataset(cfg, train_keys, "train", augmentator=augmentator,
+                              keep_background_prob=keep_background_prob, min_foreground_area=min_foreground_area,
+                              lab="original" if model_cfg.spec.needs_lab else "none",
+                              skip_bad_samples=bool(cfg.get("skip_bad_samples")))
+    trainer = SimpleHTrainer(
+        model, cfg, model_cfg, loss_cfg, trainset, None,
+        optimizer="adamw" if weight_decay else "adam",
+        optimizer_params={"lr": lr, "betas": betas, "eps": 1e-8, "weight_decay": weight_decay},
+        lr_scheduler=partial(WarmupCosineLR, horizon=60 * minutes, warmup=60 * warmup_minutes,
+                             final_ratio=final_lr_ratio, unit="seconds"),
+        scheduler_interval="step", checkpoint_interval=0, image_dump_interval=image_dump_interval,
+        snapshot_minutes=snapshot_minutes)
+    trainer.run(UNBOUNDED_EPOCHS)
+    return trainer
+
+
+def flip_and_crop(size: int, crop_scale: tuple[float, float] | None) -> HCompose:
+    """``RandomResizedCrop(size, scale=crop_scale)`` (``crop_scale`` None: the whole image resized to
+    ``size`` x ``size``), then a random horizontal flip: the augmentation of the time-bounded recipes."""
+    crop = A.RandomResizedCrop(size=(size, size), scale=crop_scale) if crop_scale else A.Resize(size, size)
+    return HCompose([crop, A.HorizontalFlip()])
+
+
+@torch.no_grad()
+def start_at_composite(model: nn.Module, gate_logit: float) -> None:
+    """Make an image-fusion network (iSSAM, DucoNet) start near ``output = composite``.
+
+    The fusion head returns ``a * image + (1 - a) * to_rgb(features)`` with
+    ``a = sigmoid(3 * conv_attention(features))``. Zero weights and bias
+    ``gate_logit`` in ``conv_attention`` give ``a = sigmoid(3 * gate_logit)``
+    everywhere (0.998 for 2.0), so training begins at the Composite baseline
+    instead of far below it, and the gradient still reaches the gate's weights.
+    """
+    gate = getattr(getattr(model, "decoder", None), "conv_attention", None)
+    if not isinstance(gate, nn.Conv2d):
+        raise ValueError(f"{type(model).__name__} has no image-fusion gate (decoder.conv_attention)")
+    gate.weight.zero_()
+    gate.bias.fill_(gate_logit)

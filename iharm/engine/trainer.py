@@ -10,7 +10,9 @@ and reporting of skipped bad samples.
 
 Files, under the experiment folder:
 ``checkpoints/last_checkpoint.pth`` (every epoch), ``checkpoints/NNN.pth``
-(every ``checkpoint_interval`` epochs): bare state dicts, the official format;
+(every ``checkpoint_interval`` epochs), ``checkpoints/tMMMmin.pth`` (every
+``snapshot_minutes`` of training time, for quality-against-time curves): bare
+state dicts, the official format;
 ``checkpoints/training_state.pth`` (every epoch, every ``--state-every``
 steps or minutes, and when stopping); ``logs/`` (log file, TensorBoard
 events, skipped samples); ``vis/train/NNNNNN_reconstruction.jpg``.
@@ -87,7 +89,10 @@ class SimpleHTrainer:
                  optimizer: str = "adam", optimizer_params: Mapping[str, Any] | None = None,
                  lr_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
                  checkpoint_interval: int = 10, image_dump_interval: int = 1000,
-                 metric_variant: MetricVariant = MetricVariant()) -> None:
+                 metric_variant: MetricVariant = MetricVariant(), scheduler_interval: str = "epoch",
+                 snapshot_minutes: float = 0.0) -> None:
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.cfg = cfg
         self.dist: DistInfo = cfg.dist
         self.device = self.dist.device
@@ -96,6 +101,9 @@ class SimpleHTrainer:
         self.loss_weights = {name: float(loss_cfg.get(f"{name}_weight", 1.0)) for name in self.losses}
         self.checkpoint_interval = checkpoint_interval
         self.image_dump_interval = image_dump_interval
+        self.scheduler_interval = scheduler_interval
+        self.snapshot_minutes = float(snapshot_minutes)
+        self._snapshots_written = 0
         self.metric_variant = metric_variant
         self.checkpoints = Path(cfg.CHECKPOINTS_PATH)
         self.memory_format = torch.channels_last if cfg.get("channels_last") else torch.contiguous_format
@@ -195,7 +203,7 @@ class SimpleHTrainer:
                                     f"{self.checkpoints}, found {', '.join(p.name for p in matches) or 'none'}")
         load_weights(model, load_state_dict_file(matches[0]), str(matches[0]))
         for _ in range(self.position.epoch):  # the official resume: weights only, scheduler fast-forwarded
-            if self.scheduler is not None:
+            if self.scheduler is not None and self.scheduler_interval == "epoch":
                 self.scheduler.step()
         logger.info("resumed weights from %s, starting at epoch %d (optimizer state is fresh)", matches[0],
                     self.position.epoch)
@@ -275,6 +283,8 @@ class SimpleHTrainer:
                     f"step: {self.checkpoints / STATE_FILE} and {self.checkpoints / LAST_CHECKPOINT} are intact. "
                     "Lower --lr, try --clip-grad, or check the data of this step.")
             self._backward_and_step(total)
+            if self.scheduler is not None and self.scheduler_interval == "step":
+                self.scheduler.step()
             with torch.no_grad():
                 prediction = self.spec.normalization.denormalize(output["images"].float()).clamp(0, 255)
                 train_metrics.update(image_metrics(prediction, batch["target_images"].to(self.device).float(),
@@ -342,6 +352,7 @@ class SimpleHTrainer:
                 save_strip(Path(self.cfg.VIS_PATH) / "train" / f"{global_step:06d}_reconstruction.jpg", strip)
                 self.writer.add_image("Train/composite_mask_prediction_real", strip, global_step, dataformats="HWC")
         self.position = Position(epoch, self.position.step + 1, global_step + 1)
+        self._write_due_snapshots()
         every_steps = int(self.cfg.get("state_every") or 0)
         every_minutes = float(self.cfg.get("state_every_minutes") or 0)
         if (every_steps and self.position.step % every_steps == 0) or \
@@ -366,7 +377,7 @@ class SimpleHTrainer:
             self._write(state, self.checkpoints / LAST_CHECKPOINT)
             if self.checkpoint_interval and epoch % self.checkpoint_interval == 0:
                 self._write(state, self.checkpoints / f"{epoch:03d}.pth")
-        if self.scheduler is not None:
+        if self.scheduler is not None and self.scheduler_interval == "epoch":
             self.scheduler.step()
 
     def _report_skipped(self, epoch: int) -> None:
@@ -422,6 +433,21 @@ class SimpleHTrainer:
         except OSError as exc:
             raise OSError(f"could not write {path} ({exc.strerror or exc}); the previous file, if any, is intact "
                           "(checkpoints are written to a temporary file and renamed)") from exc
+
+    def _write_due_snapshots(self) -> None:
+        """Weights as ``tMMMmin.pth`` each time the training time passes a multiple of ``snapshot_minutes``.
+
+        The name is the multiple reached (``t005min.pth`` after 5 minutes); a step
+        that spans several multiples writes only the last one.
+        """
+        if not self.snapshot_minutes:
+            return
+        due = int((time.monotonic() - self._started) // (60 * self.snapshot_minutes))
+        if due > self._snapshots_written:
+            self._snapshots_written = due
+            if self.dist.is_main:
+                minutes = due * self.snapshot_minutes
+                self._write(unwrap(self.model).state_dict(), self.checkpoints / f"t{minutes:03g}min.pth")
 
     def _save_state(self) -> None:
         if self.dist.is_main:
