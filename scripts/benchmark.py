@@ -27,7 +27,7 @@ import torch
 
 from iharm.model.registry import MODELS
 from iharm.utils.benchmark import (DEFAULT_CASES, END_TO_END_STRATEGIES, Case, Settings, end_to_end, format_report,
-                                   has_test_split, make_photo_test_set, run_benchmark)
+                                   has_test_split, make_photo_test_set, run_benchmark, subset_view)
 
 
 def parse_cases(text: str) -> list[Case]:
@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also time the evaluation loop on this iHarmony4-layout folder (default "
                              "datasets/HSynth; a photo test set is generated when it has no test split)")
     parser.add_argument("--end-to-end-strategies", default=",".join(END_TO_END_STRATEGIES))
+    parser.add_argument("--end-to-end-limit", type=int, default=24,
+                        help="evaluate this many test images, spread over the list (0: all)")
     parser.add_argument("--json", type=Path, default=None,
                         help="result file (default: runs/benchmark/<model>_<time>.json)")
     args = parser.parse_args(argv)
@@ -88,12 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.end_to_end is not None:
         strategies = [s for s in args.end_to_end_strategies.split(",") if s]
         with tempfile.TemporaryDirectory() as scratch:
-            dataset = args.end_to_end if has_test_split(args.end_to_end) else make_photo_test_set(Path(scratch))
+            if has_test_split(args.end_to_end):
+                source = str(args.end_to_end)
+                dataset = (subset_view(args.end_to_end, args.end_to_end_limit, Path(scratch))
+                           if args.end_to_end_limit else args.end_to_end)
+            else:
+                source = f"generated photo test set ({args.end_to_end} has no test split)"
+                dataset = make_photo_test_set(Path(scratch), count=args.end_to_end_limit or 16)
             print(f"end to end on {dataset} ...", file=sys.stderr, flush=True)
-            result["end_to_end"] = {"dataset": str(args.end_to_end if dataset == args.end_to_end else
-                                                   "generated photo test set (HSynth has no test split)"),
-                                    "runs": end_to_end(settings, dataset, strategies,
-                                                       log=lambda line: print(line, file=sys.stderr, flush=True))}
+            runs = end_to_end(settings, dataset, strategies, log=lambda line: print(line, file=sys.stderr, flush=True))
+            result["end_to_end"] = {"dataset": source, "limit": args.end_to_end_limit, "runs": runs}
     print(format_report(result))
     path = args.json or Path("runs/benchmark") / f"{args.model}_{datetime.now():%Y-%m-%d_%H-%M-%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -215,7 +215,8 @@ def test_issam_fast_path_equals_plain(official, small_inputs):
     with torch.inference_mode():
         torch.testing.assert_close(issam.eval()(image, mask)["images"], plain(image, mask)["images"],
                                    atol=ATOL, rtol=0)
-    assert fast_path_options(issam) == ("fold_batchnorm", "share_intermediates", "crop_to_mask", "lean_memory")
+    assert fast_path_options(issam) == ("fold_batchnorm", "fuse_activation", "share_intermediates", "crop_to_mask",
+                                        "lean_memory")
 
 
 def test_plain_path_is_selectable_and_restorable():

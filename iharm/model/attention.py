@@ -139,13 +139,25 @@ class SpatialSeparatedAttention(FastPathModule):
         # the foreground is computed before x is overwritten.
         foreground = None if box is None else map_region(
             lambda crop: self.learning_block(self.foreground_gate(crop, pooled)), x, box, self.HALO, banded=lean)
+        # The elementwise work runs in x's memory order (N, H, W, C for channels_last), so that the
+        # full-size per-pixel gate is written and read sequentially.
+        order = (0, 2, 3, 1) if x.is_contiguous(memory_format=torch.channels_last) else (0, 1, 2, 3)
+        row_dim, col_dim = order.index(2), order.index(3)
+        x_view, mask_view, background, difference = (t.permute(order) for t in (x, mask, background, difference))
         if lean:
             for rows in row_bands(0, x.shape[-2], x.shape[-1]):
-                x[..., rows, :].mul_(torch.addcmul(background, mask[..., rows, :], difference))
-            blend = x
+                band = rows.stop - rows.start
+                x_view.narrow(row_dim, rows.start, band).mul_(
+                    torch.addcmul(background, mask_view.narrow(row_dim, rows.start, band), difference))
+            blend = x_view
         else:
-            blend = x * torch.addcmul(background, mask, difference)
+            blend = x_view * torch.addcmul(background, mask_view, difference)
         if box is not None:
             rows, cols = box.region
-            blend[..., rows, cols].addcmul_(mask[..., rows, cols], foreground)
-        return blend
+
+            def region(t: torch.Tensor) -> torch.Tensor:
+                return t.narrow(row_dim, rows.start, rows.stop - rows.start).narrow(col_dim, cols.start,
+                                                                                   cols.stop - cols.start)
+
+            region(blend).addcmul_(region(mask_view), foreground.permute(order))
+        return blend.permute([order.index(i) for i in range(4)])

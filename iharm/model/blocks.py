@@ -31,15 +31,45 @@ def _uses_running_stats(norm: nn.Module) -> bool:
             and norm.affine)
 
 
+def _post_op(activation: nn.Module) -> tuple[str, list[float]] | None:
+    """The oneDNN post-op equal to ``activation``, if it has one."""
+    if type(activation) is nn.ReLU:
+        return "relu", []
+    if type(activation) is nn.LeakyReLU:
+        return "leaky_relu", [activation.negative_slope]
+    return None
+
+
+def conv2d_activation(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Sequence[int],
+                      padding: Sequence[int], dilation: Sequence[int], groups: int, activation: nn.Module,
+                      fuse: bool) -> torch.Tensor:
+    """``activation(conv2d(x, weight, bias))`` (zero padding), as one oneDNN call when ``fuse`` allows it.
+
+    The fused call is PyTorch's own conv with a ReLU / LeakyReLU post-op
+    (``torch.ops.mkldnn._convolution_pointwise``, what torch.compile's CPU
+    backend emits): float32 CPU inference without autocast only; anything
+    else, or a build without it, runs the two ops.
+    """
+    post_op = _post_op(activation)
+    if (fuse and post_op is not None and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
+        return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(padding), list(stride), list(dilation),
+                                                       groups, *post_op, "")
+    return activation(F.conv2d(x, weight, bias, stride, padding, dilation, groups))
+
+
 class ConvBlock(FastPathModule):
     """Conv2d -> norm (or Identity) -> activation, as ``block = Sequential(...)``.
 
     The convolution keeps its bias even when a norm follows: the official
-    checkpoints carry those biases. Fast path (``fold_batchnorm``): in eval
-    mode conv and BatchNorm run as one convolution with folded weights.
+    checkpoints carry those biases. Fast path in eval mode: ``fold_batchnorm``
+    runs conv and BatchNorm as one convolution with folded weights;
+    ``fuse_activation`` runs the convolution and its ReLU as one oneDNN call
+    on the CPU (:func:`conv2d_activation`).
     """
 
-    fast_path_options = ("fold_batchnorm",)
+    fast_path_options = ("fold_batchnorm", "fuse_activation")
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 4, stride: int = 2,
                  padding: int = 1, norm_layer: NormLayer | None = nn.BatchNorm2d,
@@ -65,10 +95,17 @@ class ConvBlock(FastPathModule):
         return derived(self, "folded", sources, lambda: fold_batchnorm(conv, norm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.folds_batchnorm:
+        conv, norm, activation = self.block
+        if self.folds_batchnorm:
+            weight, bias = self.folded_parameters()
+        elif isinstance(norm, nn.Identity) and self.fast_path.fuse_activation:
+            weight, bias = conv.weight, conv.bias
+        else:
             return self.block(x)
-        conv, _, activation = self.block
-        return activation(conv._conv_forward(x, *self.folded_parameters()))
+        if conv.padding_mode != "zeros":
+            return activation(conv._conv_forward(x, weight, bias))
+        return conv2d_activation(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups, activation,
+                                 fuse=self.fast_path.fuse_activation)
 
 
 def packed_batch_norm(norms: Sequence[nn.BatchNorm2d], x: torch.Tensor) -> torch.Tensor:

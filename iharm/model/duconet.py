@@ -18,7 +18,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from iharm.model.blocks import NormLayer
+from iharm.model.blocks import NormLayer, conv2d_activation
 from iharm.model.fast_path import FastPathModule, derived, map_region, mask_box
 from iharm.model.stylegan2 import ResidualBlock, StyleBlock, modulate, per_sample_conv
 from iharm.model.unet import UNetEncoder, packed_deepest_features, ssam_unet
@@ -81,7 +81,7 @@ class Control_Module(FastPathModule):  # noqa: N801 - official name
     the result is written over ``x``.
     """
 
-    fast_path_options = ("pack_styles", "crop_to_mask", "lean_memory")
+    fast_path_options = ("pack_styles", "fuse_activation", "crop_to_mask", "lean_memory")
 
     #: Receptive-field halo of a style branch: two 3x3 convolutions.
     HALO = 2
@@ -137,12 +137,18 @@ class Control_Module(FastPathModule):  # noqa: N801 - official name
                       styles: Sequence[torch.Tensor], groups: int) -> torch.Tensor:
         sources = [p for block in blocks for p in (block.conv.weight.weight, block.bias)]
         weight, bias = derived(self, layer, sources, lambda: (
-            torch.stack([block.conv.weight() for block in blocks]),
-            torch.cat([block.bias for block in blocks])[None, :, None, None]))
+            torch.stack([block.conv.weight() for block in blocks]), torch.cat([block.bias for block in blocks])))
         conv = blocks[0].conv
         style = torch.stack([block.to_style(w) for block, w in zip(blocks, styles)], dim=1)
-        out = per_sample_conv(x, modulate(weight, style, conv.demodulate, conv.eps), conv.padding, groups)
-        return blocks[0].activation(out + bias)
+        # The style bias and the LeakyReLU go into the (per-sample) convolution call.
+        batch_bias = bias.repeat(x.shape[0])
+
+        def conv_bias_activation(inputs: torch.Tensor, kernels: torch.Tensor, padding: int, groups: int) -> torch.Tensor:
+            return conv2d_activation(inputs, kernels, batch_bias, (1, 1), (padding, padding), (1, 1), groups,
+                                     blocks[0].activation, fuse=self.fast_path.fuse_activation)
+
+        return per_sample_conv(x, modulate(weight, style, conv.demodulate, conv.eps), conv.padding, groups,
+                               conv=conv_bias_activation)
 
     def _fuse(self, features: torch.Tensor) -> torch.Tensor:
         """Softmax-weighted sum of the branches (``features`` is their concatenation)."""

@@ -37,6 +37,10 @@ class FastPath:
         Eval mode: Conv2d followed by BatchNorm2d (running statistics) runs as
         one convolution with folded weights and bias, cached until a parameter
         or buffer changes.
+    ``fuse_activation``
+        Eval mode on the CPU (float32, oneDNN): a convolution and the ReLU
+        after it run as one oneDNN call (conv with a ReLU post-op), saving a
+        pass over the output.
     ``pack_styles``
         DucoNet control modules: the l/a/b style branches read the same input,
         so their first modulated convolutions run as one convolution with 3x
@@ -64,6 +68,7 @@ class FastPath:
     """
 
     fold_batchnorm: bool = True
+    fuse_activation: bool = True
     share_intermediates: bool = True
     pack_styles: bool = True
     crop_to_mask: bool = True

@@ -9,6 +9,7 @@ run time (equalized learning rate).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,12 +31,15 @@ def modulate(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, eps: 
     return kernels
 
 
-def per_sample_conv(x: torch.Tensor, kernels: torch.Tensor, padding: int, groups: int = 1) -> torch.Tensor:
+def per_sample_conv(x: torch.Tensor, kernels: torch.Tensor, padding: int, groups: int = 1,
+                    conv: Callable[..., torch.Tensor] = F.conv2d) -> torch.Tensor:
     """Convolve each sample of ``x`` (B, C, H, W) with its own kernels (B, ..., out, C / groups, k, k)
-    as one grouped convolution (``groups`` per sample); returns (B, all outputs, H, W)."""
+    as one grouped convolution (``groups`` per sample); returns (B, all outputs, H, W).
+
+    ``conv(input, weight, padding=, groups=)`` runs it (a fused conv + bias + activation, say).
+    """
     b, _, h, w = x.shape
-    out = F.conv2d(x.reshape(1, -1, h, w), kernels.reshape(-1, *kernels.shape[-3:]), padding=padding,
-                   groups=b * groups)
+    out = conv(x.reshape(1, -1, h, w), kernels.reshape(-1, *kernels.shape[-3:]), padding=padding, groups=b * groups)
     return out.reshape(b, -1, h, w)
 
 
