@@ -41,10 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="processes (the result does not depend on it)")
     parser.add_argument("--size", type=int, default=None, help="shrink photos to this longest side first")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing <out>/<name>")
+    parser.add_argument("--test-photos", type=Path, default=None,
+                        help="file naming the test photos, one per line (e.g. checkpoints/hsynth/test_photos.txt: "
+                             "the photos a shipped model never saw); default: a seeded split")
     parser.add_argument("--contact-sheet", type=Path, default=None, help="also write a JPEG contact sheet here")
     args = parser.parse_args(argv)
     try:
-        config = BuildConfig(args.name, args.seed, args.per_photo, args.test_fraction, args.workers, args.size)
+        test_photos = None
+        if args.test_photos is not None:
+            if not args.test_photos.is_file():
+                raise DataError(args.test_photos, "--test-photos: file not found")
+            test_photos = frozenset(line.strip() for line in args.test_photos.read_text().splitlines() if line.strip())
+        config = BuildConfig(args.name, args.seed, args.per_photo, args.test_fraction, args.workers, args.size,
+                             test_photos)
     except ValueError as exc:
         parser.error(str(exc))
 
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = build_dataset(args.photos, args.out, config, args.overwrite,
                                 progress=lambda it, total: tqdm(it, total=total, desc="photos", unit="photo"))
-    except DataError as exc:
+    except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start

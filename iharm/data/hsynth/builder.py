@@ -89,6 +89,9 @@ class BuildConfig:
     test_fraction: float = 0.2
     workers: int = 2
     max_side: int | None = None
+    #: Names of the photos that form the test split (e.g. the test photos of a model's
+    #: training data, so that a new build never tests on a photo it saw); None: seeded split.
+    test_photos: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or "\\" in self.name or self.name.startswith("."):
@@ -143,15 +146,26 @@ def discover_photos(photos_dir: Path) -> list[Photo]:
     return list(photos.values())
 
 
-def split_photos(photos: list[Photo], test_fraction: float, seed: int) -> dict[str, str]:
+def split_photos(photos: list[Photo], test_fraction: float, seed: int,
+                 test_photos: frozenset[str] | None = None) -> dict[str, str]:
     """{photo name: 'train' | 'test'}, about ``test_fraction`` of the photos in test.
 
     Whole groups go to one side (near-duplicates must not straddle the split);
     groups are shuffled with the seed and taken into test until the fraction is met.
+    With ``test_photos`` exactly those photos are the test split (and the
+    fraction and seed are not used); a group they would split is an error.
     """
     groups: dict[str, list[str]] = {}
     for photo in photos:
         groups.setdefault(photo.group, []).append(photo.name)
+    if test_photos is not None:
+        split = {photo.name: "test" if photo.name in test_photos else "train" for photo in photos}
+        for group, names in groups.items():
+            if len({split[name] for name in names}) > 1:
+                raise ValueError(f"--test-photos splits the near-duplicate group {group!r} ({', '.join(names)})")
+        if all(side == "test" for side in split.values()) or all(side == "train" for side in split.values()):
+            raise ValueError("--test-photos leaves one split empty: it must name some but not all of the photos")
+        return split
     order = sorted(groups)
     np.random.default_rng([seed, 1]).shuffle(order)
     wanted = max(1, round(test_fraction * len(photos)))
@@ -319,7 +333,7 @@ def build_dataset(photos_dir: Path, out_root: Path, config: BuildConfig, overwri
     An existing non-empty dataset folder is an error unless ``overwrite``.
     """
     photos = discover_photos(photos_dir)
-    split = split_photos(photos, config.test_fraction, config.seed)
+    split = split_photos(photos, config.test_fraction, config.seed, config.test_photos)
     out = out_root / config.name
     if out.exists() and any(out.iterdir()):
         if not overwrite:
