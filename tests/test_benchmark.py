@@ -82,6 +82,9 @@ def test_every_variant_is_timed_and_compared_with_the_plain_path(tiny_run):
     # cropping the attention's learning block to the mask does less work than the plain path
     crop = next(e for e in infer["variants"] if e["variant"] == "plain+crop_to_mask")
     assert crop["macs_g"] < plain["macs_g"]
+    # the fused conv + ReLU calls of the fast path are counted as convolutions
+    fast = next(e for e in infer["variants"] if e["variant"] == "fast")
+    assert fast["macs_g"] == pytest.approx(crop["macs_g"])
 
 
 def test_report_lists_every_case_and_variant(tiny_run):

@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from iharm.inference.utils import load_model
 from iharm.model.bargainnet_losses import LAMBDA_TRI, BargainNetL1, DomainTripletLoss
@@ -217,9 +217,19 @@ def time_interleaved(calls: Mapping[str, Callable[[], Any]], repeats: int) -> di
     return times
 
 
+def _fused_conv_flops(x_shape: list[int], w_shape: list[int], *args: Any, out_shape: list[int] | None = None,
+                      **kwargs: Any) -> int:
+    return conv_flop_count(x_shape, w_shape, out_shape)
+
+
+#: FlopCounterMode does not know the fused oneDNN conv + activation of the fast path; it is a convolution.
+_EXTRA_FLOP_FORMULAS = ({torch.ops.mkldnn._convolution_pointwise: _fused_conv_flops}
+                        if hasattr(torch.ops.mkldnn, "_convolution_pointwise") else {})
+
+
 def counted_call(call: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
     """One call and its MACs in billions (convolutions and matmuls: FlopCounterMode FLOPs / 2)."""
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
         result = call()
     return result, counter.get_total_flops() / 2e9
 
