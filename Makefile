@@ -22,5 +22,13 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+# Learning quality on HSynth (docs/quality.md): hours on a CPU, reuses finished stages.
+quality: $(STAMP)
+	$(PY) scripts/benchmark_quality.py
+
+# Speed and memory, plain path against every optimisation (docs/performance.md).
+benchmark: $(STAMP)
+	$(PY) scripts/benchmark.py --model DucoNet
+
 clean-venv:
 	rm -rf $(VENV)
