@@ -111,14 +111,14 @@ _SHORT = {"SNAPSHOT_MINUTES": 4.0}
 ABLATIONS = (
     Run("abl-paper", "iSSAM", "models/hsynth/iSSAM_hsynth.py", 8, _PAPER_LR,
         overrides={**_SHORT, "WORK_SIZE": 128, "GATE_LOGIT": None, "WARMUP_MINUTES": 0.0, "FINAL_LR_RATIO": 1.0},
-        description="paper recipe at 128 px: official init, constant lr 1e-3 x sqrt(8/64)"),
+        description="paper recipe at 128 px: official init, batch 8, constant lr 1e-3 x sqrt(8/64)"),
     Run("abl-gate", "iSSAM", "models/hsynth/iSSAM_hsynth.py", 8, _PAPER_LR,
         overrides={**_SHORT, "WORK_SIZE": 128, "WARMUP_MINUTES": 0.0, "FINAL_LR_RATIO": 1.0},
-        description="+ fusion gate starts at the composite (logit 2)"),
-    Run("abl-gate-cosine", "iSSAM", "models/hsynth/iSSAM_hsynth.py", 8, 2e-3,
+        description="+ fusion gate starts near the composite (logit 0.5)"),
+    Run("abl-gate-cosine", "iSSAM", "models/hsynth/iSSAM_hsynth.py", 16, 3e-3,
         overrides={**_SHORT, "WORK_SIZE": 128},
-        description="+ lr 2e-3, 1 min warm-up, cosine to the end of the budget"),
-    Run("abl-64px", "iSSAM", "models/hsynth/iSSAM_hsynth.py", 8, 2e-3, overrides=_SHORT,
+        description="+ batch 16, lr 3e-3, 1 min warm-up, cosine to the end of the budget"),
+    Run("abl-64px", "iSSAM", "models/hsynth/iSSAM_hsynth.py", 16, 3e-3, overrides=_SHORT,
         description="+ 64 px crops instead of 128 (the final recipe)"),
 )
 
@@ -356,14 +356,16 @@ def train_run(paths: Paths, run: Run, minutes: float, args: argparse.Namespace, 
 
 # --- stage: evaluate -------------------------------------------------------------------------------------------
 
-def checkpoints_of(exp: Path) -> list[tuple[float | None, Path]]:
-    """``(minutes, weights)`` of the time snapshots in order, then ``(None, last_checkpoint.pth)``.
+def checkpoints_of(exp: Path, curve_every: float) -> list[tuple[float | None, Path]]:
+    """``(minutes, weights)`` of the time snapshots at multiples of ``curve_every`` minutes (0: none) in
+    order, then ``(None, last_checkpoint.pth)``.
 
     A snapshot at the end of the budget (written by the step that reached it) is the final weights.
     """
     minutes = read_json(exp / "run.json")["minutes"]
     snapshots = sorted((float(p.stem[1:-3]), p) for p in (exp / "checkpoints").glob("t*min.pth"))
-    return [*((m, p) for m, p in snapshots if m < minutes), (None, exp / "checkpoints" / "last_checkpoint.pth")]
+    return [*((m, p) for m, p in snapshots if m < minutes and curve_every and m % curve_every == 0),
+            (None, exp / "checkpoints" / "last_checkpoint.pth")]
 
 
 def evaluate(model: str, checkpoint: Path | None, datasets: Sequence[Path], results: Path,
@@ -419,7 +421,7 @@ def predict_no_gt(paths: Paths, model: str, checkpoint: Path, composite_output: 
     return out
 
 
-def stage_evaluate(paths: Paths, runs: Sequence[Run]) -> None:
+def stage_evaluate(paths: Paths, runs: Sequence[Run], curve_every: float) -> None:
     evaluate(COMPOSITE, None, [paths.hsynth], paths.eval_dir("hsynth", COMPOSITE), save_images=False)
     gt_folders = shared_gt_folders(paths)
     if gt_folders:
@@ -430,7 +432,7 @@ def stage_evaluate(paths: Paths, runs: Sequence[Run]) -> None:
             log(f"{run.name}: no finished training, not evaluated")
             continue
         final = run in FINAL_RUNS
-        for minutes, weights in checkpoints_of(exp):
+        for minutes, weights in checkpoints_of(exp, curve_every if final or run in ABLATIONS else 0):
             stem = "final" if minutes is None else weights.stem
             evaluate(run.model, weights, [paths.hsynth], paths.eval_dir("hsynth", run.name, stem),
                      composite_output=run.composite_output, save_images=final and minutes is None)
@@ -467,7 +469,7 @@ def curve_points(paths: Paths, run: Run, record: Mapping[str, Any]) -> list[tupl
     """(training minutes, HSynth-test fMSE) of every evaluated snapshot and of the final weights."""
     points = []
     exp = experiment_dir(paths, run)
-    for minutes, weights in checkpoints_of(exp):
+    for minutes, weights in checkpoints_of(exp, 1.0):
         stem = "final" if minutes is None else weights.stem
         results = hsynth_results(paths, run.name, stem)
         if results:
@@ -558,7 +560,7 @@ def stage_report(paths: Paths, held_out_family: str, args: argparse.Namespace) -
         if run.name in records and results:
             row = with_ratio(grouped_summaries(results, lambda r: "all")["all"], main_rows[COMPOSITE])
             ablation_rows[f"{run.name}: {run.description}"] = {**run_line(records[run.name]),
-                                                               "lr": f"{run.lr:.2g}", **row}
+                                                               "batch": str(run.batch_size), "lr": f"{run.lr:.2g}", **row}
             curves_short = curve_points(paths, run, records[run.name])
             ablation_rows[f"{run.name}: {run.description}"]["ratio at snapshots"] = ", ".join(
                 f"{m:g} min {v / composite_fmse:.3f}" for m, v in curves_short)
@@ -746,9 +748,9 @@ def write_markdown(paths: Paths, results: Mapping[str, Any], meta: list[dict[str
                   f"![real composites]({figures['no_gt_grid']})", ""]
     if results["ablations"]:
         lines += ["## What makes a model learn within the hour (ablations, iSSAM)", "",
-                  f"Each run: {ABLATIONS[0].batch_size} images per batch, HSynth-train, the minutes shown; "
-                  "evaluated on HSynth-test like the final runs.", "",
-                  markdown_table(results["ablations"], ("lr", *run_columns, "fMSE", RATIO, "PSNR",
+                  "Each run: HSynth-train, the batch and minutes shown; evaluated on HSynth-test like the final "
+                  "runs.", "",
+                  markdown_table(results["ablations"], ("batch", "lr", *run_columns, "fMSE", RATIO, "PSNR",
                                                         "ratio at snapshots"), "variant"), ""]
     (paths.docs / "quality.md").write_text("\n".join(lines))
     log(f"wrote {paths.docs / 'quality.md'}")
@@ -823,6 +825,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--held-out-minutes", type=float, default=60.0,
                         help="training time of the held-out-family run")
     parser.add_argument("--ablation-minutes", type=float, default=8.0, help="training time of each ablation")
+    parser.add_argument("--curve-every", type=float, default=10.0,
+                        help="evaluate the time snapshots at multiples of this many minutes (0: final weights only)")
     parser.add_argument("--held-out-family", default="illumination", help="transform family left out of training")
     parser.add_argument("--models", default=",".join(r.model for r in FINAL_RUNS),
                         help="final runs to do (the held-out run needs iSSAM)")
@@ -857,7 +861,7 @@ def main(argv: list[str] | None = None) -> int:
             train_run(paths, run, args.held_out_minutes if run.held_out else args.minutes, args,
                       args.held_out_family)
     if "evaluate" in stages:
-        stage_evaluate(paths, [*runs, *ABLATIONS])
+        stage_evaluate(paths, [*runs, *ABLATIONS], args.curve_every)
     results = None
     if "report" in stages:
         results = stage_report(paths, args.held_out_family, args)
