@@ -10,6 +10,9 @@ One image::
 
     python scripts/predict_for_dir.py DucoNet DucoNet256.pth --image comp.jpg --mask mask.png --output out.png
 
+``--precision bf16`` runs the network in bfloat16 autocast (whether it is faster
+depends on the hardware; not exact: docs/performance.md).
+
 The model runs at a working resolution (``--resize 256`` as officially, or 512,
 1024, ``none``; ``--resize-mode fixed`` squeezes to S x S as officially,
 ``longest`` keeps the aspect ratio with the longest side S) and its colour
@@ -50,7 +53,7 @@ from tqdm import tqdm
 from iharm.data.errors import DataError
 from iharm.data.io import IMAGE_EXTENSIONS, read_image, read_mask, write_image
 from iharm.engine.checkpoints import CheckpointError
-from iharm.inference.evaluation import resolve_checkpoint, select_device
+from iharm.inference.evaluation import PRECISION_CHOICES, add_precision_argument, resolve_checkpoint, select_device
 from iharm.inference.pairing import pair_masks
 from iharm.inference.full_resolution import UPSAMPLING_METHODS, WorkingResolution, harmonize_full_resolution
 from iharm.inference.predictor import Predictor
@@ -103,6 +106,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--original-size", action="store_true",
                         help="official flag, accepted for compatibility: outputs always have the original size")
     parser.add_argument("--gpu", default=None, help="GPU index or 'cpu' (default: GPU 0 if available, else CPU)")
+    add_precision_argument(parser)
     parser.add_argument("--config-path", default=None, help="config file (MODELS_PATH, EXPS_PATH)")
     args = parser.parse_args(argv)
     if args.image is not None:
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         device = select_device(args.gpu)
         checkpoint = resolve_checkpoint(args.checkpoint, cfg.get("MODELS_PATH"))
         predictor = Predictor(load_model(args.model_type, checkpoint, device), get_model_spec(args.model_type),
-                              device)
+                              device, precision=PRECISION_CHOICES[args.precision])
         results = args.results_path
         if results is None and args.output is None:
             if not cfg.get("EXPS_PATH"):

@@ -220,3 +220,51 @@ def test_bad_arguments_fail_clearly(config: Path, tiny: Path, issam_checkpoint: 
     assert "'HCOCO_PATH' is not set" in error_of(["Composite", "--datasets", "HCOCO", "--config-path", str(config)])
     if not torch.cuda.is_available():
         assert "CUDA is not available" in error_of(["Composite", *base[:-1], "0"])
+
+
+def test_precision_flag_reaches_the_predictor(tiny: Path, issam_checkpoint: Path, config: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import iharm.inference.evaluation as evaluation
+
+    built: list[str] = []
+
+    class Recording(evaluation.Predictor):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self.precision)
+
+    monkeypatch.setattr(evaluation, "Predictor", Recording)
+    base = ["iSSAM", str(issam_checkpoint), "--dataset-path", str(tiny), "--gpu", "cpu", "--resize-strategy", "None",
+            "--workers", "0", "--config-path", str(config)]
+    rows = {}
+    for precision in ("fp32", "bf16"):
+        results = tmp_path / precision
+        assert evaluate_model.main([*base, "--results-path", str(results), "--precision", precision]) == 0
+        assert json.loads((results / "summary.json").read_text())["precision"] == precision
+        rows[precision] = {row["name"]: row for row in read_csv(results / "per_image.csv")[1]}
+    assert built == ["float32", "bf16"]
+    captured = capsys.readouterr()
+    assert "precision bf16" in captured.out + captured.err  # the table header states it
+    # bf16 changes the metrics a little, not a lot (the full-size comparison is in docs/performance.md)
+    assert rows["fp32"].keys() == rows["bf16"].keys()
+    for name, row in rows["fp32"].items():
+        assert float(rows["bf16"][name]["PSNR"]) == pytest.approx(float(row["PSNR"]), abs=0.5), name
+    if not torch.cuda.is_available():
+        assert evaluate_model.main([*base, "--precision", "fp16"]) == 2
+        assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_bf16_output_is_close_to_fp32(issam_checkpoint: Path) -> None:
+    from iharm.inference.evaluation import build_predictor
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2, 3, 64, 96), dtype=torch.uint8, generator=generator)
+    masks = torch.zeros(2, 1, 64, 96)
+    masks[..., 16:48, 24:72] = 1.0
+    outputs = {precision: build_predictor("iSSAM", issam_checkpoint, "cpu", precision=precision)
+               .predict_batch(images, masks) for precision in ("fp32", "bf16")}
+    assert outputs["bf16"].dtype == torch.float32
+    difference = (outputs["bf16"] - outputs["fp32"]).abs()
+    assert difference.max() > 0, "bf16 autocast was not in effect"
+    # bfloat16 keeps 8 significant bits: a few 0..255 levels at most, well under one on average
+    assert difference.mean() < 0.5 and difference.max() < 8.0

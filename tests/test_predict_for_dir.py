@@ -19,7 +19,7 @@ from iharm.inference.full_resolution import WorkingResolution, harmonize_full_re
 from iharm.model.initializer import init_issam_weights
 from iharm.model.registry import get_model_spec
 from test_evaluate import load_script
-from tiny_data import ellipse_mask, photo
+from tiny_data import ellipse_mask, photo, recolor, write_rgb
 
 predict_for_dir = load_script("predict_for_dir")
 
@@ -165,3 +165,33 @@ def test_a_global_colour_correction_reaches_full_resolution_without_blur() -> No
         errors[method] = np.abs(result[inside].astype(np.float32) - expected[inside]).mean()
     assert errors["affine"] < 0.6  # rounding and the clipped highlights only
     assert errors["resize"] > 4 * errors["affine"]  # the official upsampling blurs the detail away
+
+
+def test_precision_flag_reaches_the_predictor(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture) -> None:
+    real = photo("coffee", (160, 120))
+    mask = ellipse_mask(120, 160)
+    write_rgb(tmp_path / "comp.png", recolor(real, mask))
+    cv2.imwrite(str(tmp_path / "comp_mask.png"), mask)
+    built: list[str] = []
+
+    class Recording(predict_for_dir.Predictor):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self.precision)
+
+    monkeypatch.setattr(predict_for_dir, "Predictor", Recording)
+    results = {}
+    for precision in ("fp32", "bf16"):
+        output = tmp_path / f"{precision}.png"
+        assert run(checkpoint, "--image", str(tmp_path / "comp.png"), "--mask", str(tmp_path / "comp_mask.png"),
+                   "--output", str(output), "--precision", precision) == 0
+        results[precision] = rgb(output).astype(np.int16)
+    assert built == ["float32", "bf16"]
+    # bf16 moves the harmonized pixels by a few levels at most; the background is the input in both
+    assert np.abs(results["bf16"] - results["fp32"]).mean() < 0.5
+    assert np.abs(results["bf16"] - results["fp32"]).max() <= 8
+    if not torch.cuda.is_available():
+        assert run(checkpoint, "--image", str(tmp_path / "comp.png"), "--mask", str(tmp_path / "comp_mask.png"),
+                   "--output", str(tmp_path / "fp16.png"), "--precision", "fp16") == 2
+        assert "needs a CUDA device" in capsys.readouterr().err

@@ -93,9 +93,23 @@ class CompositePredictor:
 AnyPredictor = Predictor | CompositePredictor
 
 
+#: ``--precision`` of the command-line tools -> :class:`~iharm.inference.predictor.Predictor` ``precision``.
+PRECISION_CHOICES = {"fp32": "float32", "bf16": "bf16", "fp16": "fp16"}
+
+
+def add_precision_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--precision fp32|bf16|fp16`` (evaluate_model.py, evaluate_model_fg_ratios.py, predict_for_dir.py)."""
+    parser.add_argument("--precision", choices=list(PRECISION_CHOICES), default="fp32",
+                        help="network arithmetic: fp32 (exact), bf16 (bfloat16 autocast; CPU or GPU; not exact, "
+                             "see docs/performance.md for its speed and its effect on PSNR/fMSE) or fp16 "
+                             "(float16 autocast, CUDA only)")
+
+
 def build_predictor(model_type: str, checkpoint: str | os.PathLike | None, device: str | torch.device,
-                    with_flip: bool = False) -> AnyPredictor:
-    """A Predictor for a registered model loaded strictly from ``checkpoint``, or the Composite identity."""
+                    with_flip: bool = False, precision: str = "float32") -> AnyPredictor:
+    """A Predictor for a registered model loaded strictly from ``checkpoint``, or the Composite identity.
+
+    ``precision``: a :data:`~iharm.inference.predictor.PRECISIONS` name, or a ``--precision`` choice."""
     if model_type == COMPOSITE:
         if checkpoint is not None:
             raise ValueError(f"{COMPOSITE} is the unharmonized input and takes no checkpoint (got {checkpoint})")
@@ -103,7 +117,8 @@ def build_predictor(model_type: str, checkpoint: str | os.PathLike | None, devic
     if checkpoint is None:
         raise ValueError(f"{model_type} needs a checkpoint")
     spec = get_model_spec(model_type)
-    return Predictor(load_model(model_type, checkpoint, device), spec, device, with_flip=with_flip)
+    return Predictor(load_model(model_type, checkpoint, device), spec, device, with_flip=with_flip,
+                     precision=PRECISION_CHOICES.get(precision, precision))
 
 
 def needs_lab(predictor: AnyPredictor) -> bool:
@@ -305,11 +320,12 @@ class EvaluationReport:
     settings: EvaluationSettings
     datasets: list[DatasetResult]
     started: str
+    precision: str = "fp32"
 
     def header(self) -> str:
         source = f" ({self.checkpoint})" if self.checkpoint else ""
         return (f"{self.model}{source}, resize {self.settings.resize_strategy}, flip {'on' if self.flip else 'off'}, "
-                f"device {self.device}\noutput: {self.settings.output_description()}")
+                f"device {self.device}, precision {self.precision}\noutput: {self.settings.output_description()}")
 
     def summaries(self) -> dict[str, dict[str, float]]:
         """``{dataset: summary}`` plus ``Overall`` (image-weighted) when there is more than one dataset."""
@@ -332,6 +348,7 @@ class EvaluationReport:
             "resize_strategy": self.settings.resize_strategy,
             "flip": self.flip,
             "device": self.device,
+            "precision": self.precision,
             "metric_variant": {"psnr_peak": self.settings.variant.psnr_peak,
                                "fmse_mask": self.settings.variant.fmse_mask},
             "output": "composited" if self.settings.composite_output else "raw",
@@ -401,6 +418,7 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser, default_datasets: 
     ours.add_argument("--workers", type=int, default=2, help="data loader processes (reading and resizing)")
     ours.add_argument("--max-batch-pixels", type=int, default=DEFAULT_MAX_BATCH_PIXELS,
                       help="at most this many pixels in one forward (large images go one at a time)")
+    add_precision_argument(ours)
     ours.add_argument("--psnr-peak", choices=("gt_max", "255"), default="gt_max",
                       help="PSNR peak: the target's own maximum (official) or 255")
     ours.add_argument("--fmse-mask", choices=("soft", "binary"), default="soft",
@@ -445,11 +463,13 @@ def evaluate_from_args(args: argparse.Namespace, default_datasets: Sequence[str]
         composite_output=args.composite_output, max_batch_pixels=args.max_batch_pixels,
         save_images=args.save_images)
     datasets = dataset_paths(args, cfg, default_datasets)
-    predictor = build_predictor(args.model_type, checkpoint, device, with_flip=args.use_flip)
+    precision = getattr(args, "precision", "fp32")
+    predictor = build_predictor(args.model_type, checkpoint, device, with_flip=args.use_flip, precision=precision)
     flip = bool(args.use_flip) and args.model_type != COMPOSITE
     report = EvaluationReport(model=args.model_type, checkpoint=None if checkpoint is None else str(checkpoint),
                               device=str(device), flip=flip, settings=settings, datasets=[],
-                              started=datetime.now().isoformat(timespec="seconds"))
+                              started=datetime.now().isoformat(timespec="seconds"),
+                              precision=precision if args.model_type != COMPOSITE else "fp32")
     for name, path in datasets:
         result = evaluate_dataset(predictor, path, name, settings)
         report.datasets.append(result)
