@@ -58,8 +58,8 @@ WORK_SIZE = 256
 def run(*command: object) -> None:
     """Print a command as a user would type it, run it from the repository root, stop on failure."""
     words = [str(part) for part in command]
-    shown = " ".join(shlex.quote(str(Path(w).relative_to(REPO)) if w.startswith(str(REPO)) else w)
-                     for w in words).replace(shlex.quote(PYTHON), "python")
+    shown = " ".join("python" if w == PYTHON else
+                     shlex.quote(str(Path(w).relative_to(REPO)) if w.startswith(str(REPO)) else w) for w in words)
     print(f"\n$ {shown}", flush=True)
     status = subprocess.call(words, cwd=REPO)
     if status:
