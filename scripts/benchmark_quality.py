@@ -670,7 +670,9 @@ def write_markdown(paths: Paths, results: Mapping[str, Any], meta: list[dict[str
         f"{split_counts['test']} test composites from {photo_counts['test']} other photos (split by photo).",
         f"* Training: on a {WORK_COPY_SIZE} x {WORK_COPY_SIZE} working copy of HSynth-train (resized as the "
         "evaluation resizes), the `models/hsynth/*.py` recipes, `train.py --device cpu --threads "
-        f"{args.threads} --workers {args.workers}`, bounded by wall-clock time; the machine was shared "
+        f"{'/'.join(sorted({str(r['threads']) for r in records.values()})) or args.threads} --workers "
+        f"{'/'.join(sorted({str(r['workers']) for r in records.values()})) or args.workers}`, bounded by "
+        "wall-clock time; the machine was shared "
         "(load average below: above 2 means other processes took part of the 2 cores).",
         f"* Evaluation: `scripts/evaluate_model.py MODEL CKPT --dataset-path {relative(paths.hsynth)} "
         f"--resize-strategy {EVAL_STRATEGY} --gpu cpu` (iSSAM metric definitions: per-image means, fMSE with "
@@ -694,7 +696,8 @@ def write_markdown(paths: Paths, results: Mapping[str, Any], meta: list[dict[str
         "Commands:",
         "",
         "```bash",
-        *(records[r.name]["command"] for r in (*FINAL_RUNS, HELD_OUT_RUN) if r.name in records),
+        *(records[r.name]["command"].replace(PYTHON, "python") for r in (*FINAL_RUNS, HELD_OUT_RUN)
+          if r.name in records),
         "```",
         "",
         "## Test fMSE against training time",
@@ -801,7 +804,7 @@ def write_ship_readme(paths: Paths, shipped: list, composite: Mapping[str, float
              markdown_table({"Composite": composite, **{m: row for m, _, row, _ in shipped}}, COLUMNS,
                             "HSynth-test, Fixed256"), ""]
     for model, target, _, record in shipped:
-        lines += [f"## {target.name}", "", "```bash", record["command"], "```", "",
+        lines += [f"## {target.name}", "", "```bash", record["command"].replace(PYTHON, "python"), "```", "",
                   f"{record['steps']} steps in {record['minutes']:g} minutes, data seed "
                   f"{HSYNTH_BUILD['seed']}, training seed {record['seed']}.",
                   "", "```bash", f"python scripts/predict_for_dir.py {model} {relative(target)} --images my_composites/ "
