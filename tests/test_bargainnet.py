@@ -17,8 +17,7 @@ from iharm.model.bargainnet import BargainNet, StyleEncoder, UnetGenerator, load
 from iharm.model.partialconv import PartialConv2d
 from iharm.model.registry import get_model_spec
 
-ATOL = 1e-5
-
+from float_bounds import assert_float32_close
 
 @pytest.fixture(scope="module")
 def vector(reference_dir):
@@ -29,7 +28,7 @@ def _layout(module: nn.Module) -> list[list]:
     return [[name, list(t.shape), str(t.dtype).removeprefix("torch.")] for name, t in module.state_dict().items()]
 
 
-def _vector_model(vector, overrides: bool = False) -> BargainNet:
+def _vector_model(vector, overrides: bool = False, dtype: torch.dtype = torch.float32) -> BargainNet:
     model = BargainNet(ngf=16)
     g_state, e_state = dict(vector["state_dict_G"]), dict(vector["state_dict_E"])
     if overrides:
@@ -37,12 +36,19 @@ def _vector_model(vector, overrides: bool = False) -> BargainNet:
         e_state.update(vector["variant_1d_perturbed"]["overrides_E"])
     model.netG.load_state_dict(g_state, strict=True)
     model.netE.load_state_dict(e_state, strict=True)
-    return model.eval()
+    return model.to(dtype).eval()
 
 
-def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    assert actual.shape == expected.shape
-    torch.testing.assert_close(actual, expected, atol=ATOL, rtol=0)
+def _check_against(vector, expected: dict[str, torch.Tensor], forward, overrides: bool = False) -> None:
+    """``forward(model, inputs)`` on the vector's model in float32 and float64; each ``expected`` output
+    must match within the measured float32 rounding (float_bounds.py)."""
+    runs = []
+    for dtype in (torch.float32, torch.float64):
+        inputs = {k: v.to(dtype) for k, v in vector["inputs"].items() if k in ("comp", "mask", "real")}
+        with torch.no_grad():
+            runs.append(forward(_vector_model(vector, overrides, dtype), inputs))
+    for key, reference in expected.items():
+        assert_float32_close(key, runs[0][key], reference, runs[1][key])
 
 
 # --- layout ------------------------------------------------------------------------------------------
@@ -88,45 +94,36 @@ def test_partial_conv_rescales_by_window_coverage():
 # --- numerics against the official code --------------------------------------------------------------
 
 def test_eval_forward_matches_official_codes_and_output(vector):
-    model = _vector_model(vector)
-    inputs = vector["inputs"]
-    with torch.no_grad():
-        out = model(inputs["comp"], inputs["mask"], real_image=inputs["real"])
     codes = vector["codes"]
-    for key, official in (("bg_code", "bg"), ("real_fg_code", "real_fg"), ("harm_fg_code", "harm_fg"),
-                          ("comp_fg_code", "comp_fg")):
-        _close(out[key], codes[official])
-    _close(out["images"], vector["output"])
+    expected = {"images": vector["output"], "bg_code": codes["bg"], "real_fg_code": codes["real_fg"],
+                "harm_fg_code": codes["harm_fg"], "comp_fg_code": codes["comp_fg"]}
+    _check_against(vector, expected, lambda model, x: model(x["comp"], x["mask"], real_image=x["real"]))
 
 
 def test_inference_takes_background_code_from_composite(vector):
     model = _vector_model(vector)
-    inputs = vector["inputs"]
     with torch.no_grad():
-        out = model(inputs["comp"], inputs["mask"])
-    assert set(out) == {"images", "bg_code"}
-    _close(out["bg_code"], vector["codes"]["bg_comp"])
+        assert set(model(vector["inputs"]["comp"], vector["inputs"]["mask"])) == {"images", "bg_code"}
     # Same background pixels as the real image here, so the same output as the official forward.
-    _close(out["images"], vector["output"])
+    _check_against(vector, {"bg_code": vector["codes"]["bg_comp"], "images": vector["output"]},
+                   lambda model, x: model(x["comp"], x["mask"]))
 
 
 def test_perturbed_biases_variant(vector):
-    model = _vector_model(vector, overrides=True)
-    inputs, variant = vector["inputs"], vector["variant_1d_perturbed"]
-    with torch.no_grad():
-        out = model(inputs["comp"], inputs["mask"], real_image=inputs["real"])
-    _close(out["bg_code"], variant["bg_code"])
-    _close(out["comp_fg_code"], variant["comp_fg_code"])
-    _close(out["images"], variant["output"])
+    variant = vector["variant_1d_perturbed"]
+    _check_against(vector, {k: variant[k] for k in ("bg_code", "comp_fg_code")} | {"images": variant["output"]},
+                   lambda model, x: model(x["comp"], x["mask"], real_image=x["real"]), overrides=True)
 
 
 def test_legacy_test_mode_matches_official_test_without_dropout(vector):
+    official = vector["official_test_mode_no_dropout"]
+    _check_against(vector, {"images": official["output"], "bg_code": official["bg_code"]},
+                   lambda model, x: model.legacy_test_forward(x["comp"], x["mask"], real_image=x["real"],
+                                                              dropout=False))
     model = _vector_model(vector)
-    inputs, official = vector["inputs"], vector["official_test_mode_no_dropout"]
+    inputs = vector["inputs"]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    out = model.legacy_test_forward(inputs["comp"], inputs["mask"], real_image=inputs["real"], dropout=False)
-    _close(out["images"], official["output"])
-    _close(out["bg_code"], official["bg_code"])
+    model.legacy_test_forward(inputs["comp"], inputs["mask"], real_image=inputs["real"], dropout=False)
     # Nothing is left behind: running statistics untouched, every module back in eval mode.
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not any(m.training for m in model.modules())
@@ -153,13 +150,16 @@ def test_batch_of_three_non_square_matches_per_sample(vector):
     mask[0, :, 40:200, 60:300] = 1
     mask[1, :, 100:250, 300:500] = 1
     mask[2] = (torch.rand(1, 256, 512, generator=generator) > 0.7).float()
+    exact_model = _vector_model(vector, dtype=torch.float64)
     with torch.no_grad():
         batched = model(image, mask)
         single = [model(image[i:i + 1], mask[i:i + 1]) for i in range(3)]
+        exact = exact_model(image.double(), mask.double())
     assert batched["images"].shape == (3, 3, 256, 512) and batched["bg_code"].shape == (3, 16, 1, 1)
     for key, value in batched.items():
         assert torch.isfinite(value).all(), key
-        _close(value, torch.cat([s[key] for s in single]))
+        per_sample = torch.cat([s[key] for s in single])
+        assert_float32_close(key, value, per_sample, exact[key], rounding_of=per_sample)
 
 
 def test_size_not_multiple_of_256_is_refused(vector):
@@ -217,7 +217,9 @@ def test_load_our_combined_file(vector, tmp_path):
     _holds_vector_weights(model, vector)
     inputs = vector["inputs"]
     with torch.no_grad():  # returned in eval mode: the official eval-mode output
-        _close(model(inputs["comp"], inputs["mask"])["images"], vector["output"])
+        output = model(inputs["comp"], inputs["mask"])["images"]
+        exact = _vector_model(vector, dtype=torch.float64)(inputs["comp"].double(), inputs["mask"].double())
+    assert_float32_close("loaded model output", output, vector["output"], exact["images"])
 
 
 def test_load_official_folder_and_g_file(vector, tmp_path):

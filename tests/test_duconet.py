@@ -2,8 +2,8 @@
 
 Every expectation comes from the official code: the state-dict layout dump,
 the weights and outputs of ``duconet256_vector.pt`` (see vectors.md), or the
-official ``control_module_start`` rule. Forwards are shared through
-module-scoped fixtures to keep the suite fast.
+official ``control_module_start`` rule. How close counts as equal is
+measured, not fixed: see ``float_bounds.py``.
 """
 from __future__ import annotations
 
@@ -12,12 +12,18 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from iharm.model.duconet import DucoNet_model
 from iharm.model.losses import MaskWeightedMSE
+from iharm.model.unet import UNetUpBlock
 
-ATOL = 1e-5
+from float_bounds import assert_float32_close
+
 BLUR = "decoder.up_blocks.2.attention.mask_blurring.weight"
+CONFIG_KEYS = ("depth", "ch", "image_fusion", "attention_mid_k", "attend_from", "batchnorm_from", "w_dim",
+               "control_module_start")
+CAPTURED = ("w_l", "w_a", "w_b", "conv_attention_logits", "to_rgb")
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +36,33 @@ def official_layout(reference_dir):
     return json.loads((reference_dir / "duconet256_keys.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def model(vector):
-    net = DucoNet_model(**{k: vector["config"][k] for k in (
-        "depth", "ch", "image_fusion", "attention_mid_k", "attend_from", "batchnorm_from", "w_dim",
-        "control_module_start")})
-    net.load_state_dict(vector["state_dict"], strict=True)
-    return net.eval()
+def _build(vector, state_dict=None) -> tuple[DucoNet_model, DucoNet_model]:
+    """The float32 network as users get it and its float64 twin (float64 makes any exact path exact:
+    the fast path's folded BatchNorm and cropping change float32 rounding only, so the twin keeps them)."""
+    nets = []
+    for dtype in (torch.float32, torch.float64):
+        net = DucoNet_model(**{k: vector["config"][k] for k in CONFIG_KEYS})
+        net.load_state_dict(vector["state_dict"] if state_dict is None else state_dict, strict=True)
+        nets.append(net.to(dtype).eval())
+    return nets[0], nets[1]
 
 
 @pytest.fixture(scope="module")
-def eval_run(model, vector):
-    """One eval forward on the reference inputs, with the captured intermediates."""
+def models(vector):
+    return _build(vector)
+
+
+@pytest.fixture(scope="module")
+def model(models):
+    return models[0]
+
+
+def _inputs(vector, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    return {k: vector["inputs"][k].to(dtype) for k in ("image", "mask", "image_lab")}
+
+
+def _eval_with_captures(net: DucoNet_model, inputs: dict[str, torch.Tensor]):
+    """One eval forward with the official captures (Lab codes, attention logits, to_rgb)."""
     captured = {}
 
     def keep(name):
@@ -50,17 +71,38 @@ def eval_run(model, vector):
                 else output.detach().clone()
         return hook
 
-    targets = {"encoder": model.encoder, "w_l": model.l_encoder, "w_a": model.a_encoder, "w_b": model.b_encoder,
-               "conv_attention_logits": model.decoder.conv_attention, "to_rgb": model.decoder.to_rgb}
+    targets = {"encoder": net.encoder, "w_l": net.l_encoder, "w_a": net.a_encoder, "w_b": net.b_encoder,
+               "conv_attention_logits": net.decoder.conv_attention, "to_rgb": net.decoder.to_rgb}
     handles = [module.register_forward_hook(keep(name)) for name, module in targets.items()]
     try:
         with torch.no_grad():
-            inputs = vector["inputs"]
-            output = model(inputs["image"], inputs["mask"], image_lab=inputs["image_lab"])["images"]
+            output = net(inputs["image"], inputs["mask"], image_lab=inputs["image_lab"])["images"]
     finally:
         for handle in handles:
             handle.remove()
     return output, captured
+
+
+def _decoder_with_synthetic_styles(net: DucoNet_model, vector, dtype: torch.dtype) -> torch.Tensor:
+    ws = {k: w.to(dtype) for k, w in vector["extras"]["decoder_synthetic_ws"]["ws"].items()}
+    inputs = _inputs(vector, dtype)
+    image, mask = inputs["image"], inputs["mask"]
+    with torch.no_grad():
+        return net.decoder(net.encoder(torch.cat((image, mask), 1), None), image, mask, ws)
+
+
+def assert_eval_matches_official(net32: DucoNet_model, net64: DucoNet_model, vector,
+                                 inputs32: dict[str, torch.Tensor] | None = None) -> None:
+    """The eval-mode checks of the vector: output, every capture, and the synthetic-style decoder."""
+    inputs32 = _inputs(vector, torch.float32) if inputs32 is None else inputs32
+    output, captured = _eval_with_captures(net32, inputs32)
+    exact, exact_captured = _eval_with_captures(net64, {k: v.double() for k, v in inputs32.items()})
+    assert_float32_close("eval output", output, vector["output"], exact)
+    for name in CAPTURED:
+        assert_float32_close(name, captured[name], vector["extras"]["captures"][name], exact_captured[name])
+    assert_float32_close("decoder with synthetic ws", _decoder_with_synthetic_styles(net32, vector, torch.float32),
+                         vector["extras"]["decoder_synthetic_ws"]["output"],
+                         _decoder_with_synthetic_styles(net64, vector, torch.float64))
 
 
 def test_state_dict_layout_matches_official_in_order(official_layout):
@@ -83,81 +125,100 @@ def test_official_weights_load_strictly(model, vector):
     assert all(torch.equal(state[k], v) for k, v in vector["state_dict"].items())
 
 
-def test_eval_output_matches_official(eval_run, vector):
-    output, _ = eval_run
-    torch.testing.assert_close(output, vector["output"], atol=ATOL, rtol=0)
+def test_eval_outputs_and_captures_match_official(models, vector):
+    """Output, Lab codes, attention logits, to_rgb, and the control modules under strong distinct styles."""
+    assert_eval_matches_official(*models, vector)
 
 
-@pytest.mark.parametrize("name", ["w_l", "w_a", "w_b", "conv_attention_logits", "to_rgb"])
-def test_intermediates_match_official(eval_run, vector, name):
-    _, captured = eval_run
-    torch.testing.assert_close(captured[name], vector["extras"]["captures"][name], atol=ATOL, rtol=0)
-
-
-def test_encoder_intermediate_shapes(eval_run, vector):
-    _, captured = eval_run
+def test_encoder_intermediate_shapes(model, vector):
+    _, captured = _eval_with_captures(model, _inputs(vector, torch.float32))
     assert [list(f.shape) for f in captured["encoder"]] == vector["extras"]["encoder_intermediates_shapes"]
 
 
-def test_decoder_with_synthetic_styles_matches_official(model, vector):
-    """Strong, distinct styles exercise the control modules (and the l/a/b routing)."""
-    reference = vector["extras"]["decoder_synthetic_ws"]
-    image, mask = vector["inputs"]["image"], vector["inputs"]["mask"]
-    with torch.no_grad():
-        output = model.decoder(model.encoder(torch.cat((image, mask), 1), None), image, mask, reference["ws"])
-    torch.testing.assert_close(output, reference["output"], atol=ATOL, rtol=0)
-
-
-def test_perturbed_one_dimensional_parameters_match_official(model, vector):
+def test_perturbed_one_dimensional_parameters_match_official(vector):
     """Biases are zero after the official init; this variant makes every one of them count."""
     variant = vector["extras"]["variant_1d_perturbed"]
-    perturbed = copy.deepcopy(model)
-    state = perturbed.state_dict()
-    assert len(variant["overrides"]) == sum(1 for p in perturbed.parameters() if p.dim() <= 1) == 163
+    state = dict(vector["state_dict"])
+    assert len(variant["overrides"]) == sum(1 for p in DucoNet_model().parameters() if p.dim() <= 1) == 163
     state.update(variant["overrides"])
-    perturbed.load_state_dict(state, strict=True)
-    inputs = vector["inputs"]
-    with torch.no_grad():
-        output = perturbed(inputs["image"], inputs["mask"], image_lab=inputs["image_lab"])["images"]
-    torch.testing.assert_close(output, variant["output"], atol=ATOL, rtol=0)
+    net32, net64 = _build(vector, state)
+    output, _ = _eval_with_captures(net32, _inputs(vector, torch.float32))
+    exact, _ = _eval_with_captures(net64, _inputs(vector, torch.float64))
+    assert_float32_close("perturbed variant output", output, variant["output"], exact)
 
 
-#: The first conv's bias gradient sums over every pixel through batch-statistics BatchNorm:
-#: float32 rounding alone puts both the reference and ours ~1.5e-3 (relative) from the
-#: float64 value (measured), so 1e-4 between two CPUs is not attainable for it.
-GRAD_RTOL = {"encoder.block0.convs.block.0.block.0.bias": 5e-4}
+# --- the same comparison must catch real mistakes ---------------------------------------------------------
+
+def _wrong_batchnorm_eps(vector, monkeypatch):
+    nets = _build(vector)
+    for net in nets:
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eps = 1e-3
+    return nets, None
 
 
-def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual - expected).norm() / expected.norm()).item()
+def _dropped_skip_connection(vector, monkeypatch):
+    forward = UNetUpBlock.forward
+    monkeypatch.setattr(UNetUpBlock, "forward", lambda self, x, encoder_out, mask, ws=None:
+                        forward(self, x, torch.zeros_like(encoder_out), mask, ws))
+    return _build(vector), None
 
 
-def test_train_mode_step_matches_official(model, vector):
+def _wrong_lab_scale(vector, monkeypatch):
+    inputs = _inputs(vector, torch.float32)
+    inputs["image_lab"] = inputs["image_lab"] * torch.tensor([100 / 255, 1, 1]).view(1, 3, 1, 1)  # L in 0..100
+    return _build(vector), inputs
+
+
+def _transposed_style_weight(vector, monkeypatch):
+    state = {k: v.transpose(0, 1).contiguous() if k.endswith("style_block2.conv.weight.weight") else v
+             for k, v in vector["state_dict"].items()}
+    return _build(vector, state), None
+
+
+@pytest.mark.parametrize("mistake", [_wrong_batchnorm_eps, _dropped_skip_connection, _wrong_lab_scale,
+                                     _transposed_style_weight], ids=lambda f: f.__name__.strip("_"))
+def test_the_exactness_check_catches_a_broken_implementation(vector, monkeypatch, mistake):
+    """Each mistake is small in code and changes the numbers well beyond float32 rounding:
+    the very check that the correct network passes must fail."""
+    (net32, net64), inputs = mistake(vector, monkeypatch)
+    with pytest.raises(AssertionError, match="float32 rounding"):
+        assert_eval_matches_official(net32, net64, vector, inputs)
+
+
+def test_train_mode_step_matches_official(models, vector):
     """BatchNorm batch statistics, the DucoNet loss (min_area=100), gradients and running stats."""
     reference = vector["extras"]["train_mode"]
-    inputs = vector["inputs"]
-    net = copy.deepcopy(model).train()
-    output = net(inputs["image"], inputs["mask"], image_lab=inputs["image_lab"])["images"]
-    per_sample = MaskWeightedMSE(min_area=100)(output, vector["extras"]["target_image"], inputs["mask"])
-    loss = per_sample.mean()
-    loss.backward()
-
-    # Batch-statistics BatchNorm amplifies float rounding (the reference ran on another CPU;
-    # eval outputs agree to ~4e-7), hence a looser bound on the train-mode output only.
-    torch.testing.assert_close(output.detach(), reference["output"], atol=5e-5, rtol=0)
-    torch.testing.assert_close(per_sample.detach(), reference["loss_per_sample"], rtol=1e-4, atol=0)
-    torch.testing.assert_close(loss.detach(), reference["loss"], rtol=1e-4, atol=0)
-    grads = dict(net.named_parameters())
-    total = sum(float(p.grad.double().pow(2).sum()) for p in grads.values() if p.grad is not None) ** 0.5
-    assert total == pytest.approx(reference["grad_l2_norm_total"], rel=1e-4)
+    runs = {}
+    for net, dtype in zip(models, (torch.float32, torch.float64)):
+        inputs = _inputs(vector, dtype)
+        net = copy.deepcopy(net).train()
+        output = net(inputs["image"], inputs["mask"], image_lab=inputs["image_lab"])["images"]
+        per_sample = MaskWeightedMSE(min_area=100)(output, vector["extras"]["target_image"].to(dtype), inputs["mask"])
+        loss = per_sample.mean()
+        loss.backward()
+        grads = dict(net.named_parameters())
+        runs[dtype] = {
+            "output": output.detach(), "loss_per_sample": per_sample.detach(), "loss": loss.detach(),
+            "grad_l2_norm_total": torch.stack([p.grad.double().pow(2).sum() for p in grads.values()
+                                               if p.grad is not None]).sum().sqrt(),
+            "grads": {name: grads[name].grad for name in reference["grads"]},
+            "state": net.state_dict()}
+        # The official StyleBlock never feeds noise: its 18 scale_noise scalars get no gradient.
+        scale_noise = [p for name, p in grads.items() if name.endswith("scale_noise")]
+        assert len(scale_noise) == 18 and all(p.grad is None for p in scale_noise)
+    ours, exact = runs[torch.float32], runs[torch.float64]
+    for key in ("output", "loss_per_sample", "loss"):
+        assert_float32_close(f"train-mode {key}", ours[key], reference[key], exact[key])
+    assert_float32_close("total gradient norm", ours["grad_l2_norm_total"],
+                         torch.tensor(reference["grad_l2_norm_total"], dtype=torch.float64),
+                         exact["grad_l2_norm_total"])
     for name, expected in reference["grads"].items():
-        assert _relative_error(grads[name].grad, expected) < GRAD_RTOL.get(name, 1e-4), name
-    # The official StyleBlock never feeds noise: its 18 scale_noise scalars get no gradient.
-    scale_noise = [p for name, p in grads.items() if name.endswith("scale_noise")]
-    assert len(scale_noise) == 18 and all(p.grad is None for p in scale_noise)
-    state = net.state_dict()
+        assert_float32_close(f"gradient of {name}", ours["grads"][name], expected, exact["grads"][name],
+                             elementwise=False)
     for name, expected in reference["bn_running_after_one_train_forward"].items():
-        torch.testing.assert_close(state[name], expected, atol=1e-6, rtol=1e-5)
+        assert_float32_close(name, ours["state"][name], expected, exact["state"][name])
 
 
 def test_blur_buffer_is_the_loaded_random_kernel(model, vector):

@@ -25,7 +25,8 @@ from iharm.model.issam import SSAMImageHarmonization
 from iharm.model.losses import MaskWeightedMSE
 from iharm.model.registry import get_model_spec
 
-ATOL = 1e-4
+from float_bounds import assert_float32_close
+
 OPTIONS = [f.name for f in fields(FastPath)]
 #: Parameters whose gradients are compared, one from every part the fast paths touch.
 NAMED_PARAMETERS = (
@@ -76,27 +77,56 @@ def small_inputs():
     return image, mask, lab, target
 
 
-def _training_step(model, config, inputs):
+def _training_step(model, config, inputs, dtype=torch.float32):
     """Loss, named gradients and BatchNorm statistics after one train forward and backward."""
-    image, mask, lab, target = inputs
-    net = set_fast_path(copy.deepcopy(model), config).train()
+    image, mask, lab, target = (t.to(dtype) for t in inputs)
+    net = set_fast_path(copy.deepcopy(model), config).to(dtype).train()
     loss = MaskWeightedMSE(min_area=100)(net(image, mask, lab)["images"], target, mask).mean()
     loss.backward()
     parameters = dict(net.named_parameters())
-    statistics = {k: v for k, v in net.state_dict().items() if "running" in k or "num_batches" in k}
-    return loss.item(), {n: parameters[n].grad for n in NAMED_PARAMETERS}, statistics
+    state = net.state_dict()
+    statistics = {k: v for k, v in state.items() if "running" in k}
+    assert all(v.item() == 1 for k, v in state.items() if "num_batches" in k)
+    return loss.detach(), {n: parameters[n].grad for n in NAMED_PARAMETERS}, statistics
 
 
 @pytest.fixture(scope="module")
 def plain_eval(official, small_inputs):
+    """The plain path's output in float32 (the reference) and in float64 (its exact value)."""
     image, mask, lab, _ = small_inputs
-    with torch.inference_mode():
-        return set_fast_path(copy.deepcopy(official), False)(image, mask, lab)["images"]
+    outputs = []
+    for dtype in (torch.float32, torch.float64):
+        with torch.inference_mode():
+            net = set_fast_path(copy.deepcopy(official), False).to(dtype)
+            outputs.append(net(image.to(dtype), mask.to(dtype), lab.to(dtype))["images"])
+    return tuple(outputs)
 
 
 @pytest.fixture(scope="module")
 def plain_training(official, small_inputs):
-    return _training_step(official, False, small_inputs)
+    return _training_step(official, False, small_inputs), _training_step(official, False, small_inputs, torch.float64)
+
+
+def assert_matches_plain_path(name, output, model, *inputs, per_image=False):
+    """``output`` against the plain path of ``model`` on ``inputs`` (one image at a time with ``per_image``),
+    within that path's float32 rounding measured against its float64 run."""
+    plain = set_fast_path(copy.deepcopy(model), False)
+
+    def run(net, tensors):
+        if not per_image:
+            return net(*tensors)["images"]
+        return torch.cat([net(*(t[i:i + 1] for t in tensors))["images"] for i in range(tensors[0].shape[0])])
+
+    with torch.inference_mode():
+        reference = run(plain, inputs)
+        exact = run(plain.double(), [t.double() for t in inputs])
+    assert_float32_close(name, output, reference, exact, rounding_of=reference)
+
+
+def assert_like_plain(name, output, plain_eval):
+    """A fast variant's float32 output against the plain path's, within the plain path's measured rounding."""
+    reference, exact = plain_eval
+    assert_float32_close(name, output, reference, exact, rounding_of=reference)
 
 
 def _variants():
@@ -111,7 +141,10 @@ def test_plain_path_gives_the_official_output(official, vector):
     inputs = vector["inputs"]
     with torch.no_grad():
         output = net.eval()(inputs["image"], inputs["mask"], image_lab=inputs["image_lab"])["images"]
-    torch.testing.assert_close(output, vector["output"], atol=1e-5, rtol=0)
+    exact = set_fast_path(copy.deepcopy(net), False).double()
+    with torch.no_grad():
+        exact = exact(*(inputs[k].double() for k in ("image", "mask", "image_lab")))["images"]
+    assert_float32_close("plain path output", output, vector["output"], exact)
 
 
 @pytest.mark.parametrize("config", _variants())
@@ -120,19 +153,20 @@ def test_eval_output_equals_the_plain_path(official, small_inputs, plain_eval, c
     net = set_fast_path(copy.deepcopy(official), config)
     with torch.inference_mode():
         output = net(image, mask, lab)["images"]
-    torch.testing.assert_close(output, plain_eval, atol=ATOL, rtol=0)
+    assert_like_plain(str(config), output, plain_eval)
 
 
 @pytest.mark.parametrize("config", _variants())
 def test_training_step_equals_the_plain_path(official, small_inputs, plain_training, config):
     """Loss, gradients of named parameters, and BatchNorm running statistics after one train forward."""
-    plain_loss, plain_grads, plain_statistics = plain_training
+    (plain_loss, plain_grads, plain_statistics), (exact_loss, exact_grads, exact_statistics) = plain_training
     loss, grads, statistics = _training_step(official, config, small_inputs)
-    assert loss == pytest.approx(plain_loss, rel=1e-4)
+    assert_float32_close("loss", loss, plain_loss, exact_loss, rounding_of=plain_loss)
     for name in NAMED_PARAMETERS:
-        assert ((grads[name] - plain_grads[name]).norm() / plain_grads[name].norm()).item() < 1e-4, name
+        assert_float32_close(name, grads[name], plain_grads[name], exact_grads[name], rounding_of=plain_grads[name],
+                             elementwise=False)
     for name, expected in plain_statistics.items():
-        torch.testing.assert_close(statistics[name], expected, atol=1e-6, rtol=1e-5, msg=name)
+        assert_float32_close(name, statistics[name], expected, exact_statistics[name], rounding_of=expected)
 
 
 @pytest.mark.parametrize("mask_kind", ["empty", "everywhere", "single pixel at the corner"])
@@ -143,11 +177,9 @@ def test_extreme_masks(official, small_inputs, mask_kind):
         mask += 1.0
     elif mask_kind.startswith("single"):
         mask[:, :, -1, -1] = 1.0
-    plain = set_fast_path(copy.deepcopy(official), False)
     with torch.inference_mode():
-        expected = plain(image, mask, lab)["images"]
         output = official(image, mask, lab)["images"]
-    torch.testing.assert_close(output, expected, atol=ATOL, rtol=0)
+    assert_matches_plain_path(mask_kind, output, official, image, mask, lab)
 
 
 def test_empty_mask_in_training_still_gives_style_parameters_a_zero_gradient(official, small_inputs):
@@ -174,11 +206,9 @@ def test_channels_last_and_batching_are_exact(official, small_inputs):
     image, mask, lab, _ = small_inputs
     net = copy.deepcopy(official).to(memory_format=torch.channels_last)
     cl = [t.contiguous(memory_format=torch.channels_last) for t in (image, mask, lab)]
-    plain = set_fast_path(copy.deepcopy(official), False)
     with torch.inference_mode():
-        expected = torch.cat([plain(image[i:i + 1], mask[i:i + 1], lab[i:i + 1])["images"] for i in range(2)])
         output = net(*cl)["images"]
-    torch.testing.assert_close(output, expected, atol=ATOL, rtol=0)
+    assert_matches_plain_path("channels_last batch", output, official, image, mask, lab, per_image=True)
 
 
 def test_state_dict_layout_and_strict_loading_unchanged(official, vector):
@@ -196,25 +226,23 @@ def test_cached_weights_follow_loaded_weights(official, vector, small_inputs):
     """Folded and packed weights are cached in inference; loading new weights must invalidate them."""
     image, mask, lab, _ = small_inputs
     net = copy.deepcopy(official)
-    fresh = set_fast_path(DucoNet_model(), False).eval()
+    fresh = DucoNet_model().eval()
     fresh.load_state_dict(vector["state_dict"], strict=True)
     with torch.inference_mode():
         net(image, mask, lab)
     net.load_state_dict(vector["state_dict"], strict=True)
     with torch.inference_mode():
         output = net(image, mask, lab)["images"]
-        expected = fresh(image, mask, lab)["images"]
-    torch.testing.assert_close(output, expected, atol=ATOL, rtol=0)
+    assert_matches_plain_path("after reloading", output, fresh, image, mask, lab)
 
 
 def test_issam_fast_path_equals_plain(official, small_inputs):
     image, mask, _, _ = small_inputs
     issam = SSAMImageHarmonization()
     issam.load_state_dict({k: v for k, v in official.state_dict().items() if k in issam.state_dict()})
-    plain = set_fast_path(copy.deepcopy(issam), False).eval()
     with torch.inference_mode():
-        torch.testing.assert_close(issam.eval()(image, mask)["images"], plain(image, mask)["images"],
-                                   atol=ATOL, rtol=0)
+        output = issam.eval()(image, mask)["images"]
+    assert_matches_plain_path("iSSAM", output, issam, image, mask)
     assert fast_path_options(issam) == ("fold_batchnorm", "fuse_activation", "share_intermediates", "crop_to_mask",
                                         "lean_memory")
 
@@ -241,7 +269,8 @@ def test_mask_box_and_banded_regions_match_the_full_computation(monkeypatch):
     weights = [torch.randn(4, 4, 3, 3, generator=generator) for _ in range(2)]
 
     def convs(t):
-        return F.conv2d(F.relu(F.conv2d(t, weights[0], padding=1)), weights[1], padding=1)
+        w = [weight.to(t.dtype) for weight in weights]
+        return F.conv2d(F.relu(F.conv2d(t, w[0], padding=1)), w[1], padding=1)
 
     mask = torch.zeros(1, 1, 40, 30)
     mask[..., 0:17, 21:30] = 0.3
@@ -249,10 +278,10 @@ def test_mask_box_and_banded_regions_match_the_full_computation(monkeypatch):
     rows, cols = box.region
     assert (rows, cols) == (slice(0, 17), slice(21, 30))
     assert box.outer == (slice(0, 19), slice(19, 30))
-    expected = convs(x)[..., rows, cols]
-    torch.testing.assert_close(map_region(convs, x, box, 2, banded=False), expected, atol=1e-5, rtol=0)
+    expected, exact = convs(x)[..., rows, cols], convs(x.double())[..., rows, cols]
+    assert_float32_close("box", map_region(convs, x, box, 2, banded=False), expected, exact, rounding_of=expected)
     monkeypatch.setattr(fast_path_module, "BAND_PIXELS", 4 * 11)  # bands of 4 rows
-    torch.testing.assert_close(map_region(convs, x, box, 2, banded=True), expected, atol=1e-5, rtol=0)
+    assert_float32_close("bands", map_region(convs, x, box, 2, banded=True), expected, exact, rounding_of=expected)
     assert mask_box(torch.zeros(2, 1, 8, 8), halo=2) is None
 
 
