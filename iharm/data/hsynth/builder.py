@@ -30,6 +30,7 @@ import math
 import multiprocessing
 import shutil
 import zlib
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -46,6 +47,7 @@ from iharm.data.hsynth.imageops import JPEG_QUALITY, downscale_to_max_side
 from iharm.data.hsynth.photos import MANIFEST_NAME, read_manifest
 from iharm.data.hsynth.stats import composite_stats
 from iharm.data.io import IMAGE_EXTENSIONS, read_image, read_mask
+from iharm.utils.threads import thread_count
 
 #: A composite is redrawn while its change falls outside these bounds (fMSE at 256 px)...
 FMSE_RANGE = (100.0, 6000.0)
@@ -347,21 +349,19 @@ def build_dataset(photos_dir: Path, out_root: Path, config: BuildConfig, overwri
         references = tuple(p for p in photos if split[p.name] == split[photo.name] and p.group != photo.group)
         tasks.append(_Task(photo, split[photo.name], references, config, out))
     summary = BuildSummary(photos={s: sum(1 for p in photos if split[p.name] == s) for s in layout.SPLITS})
-    if config.workers == 1:
-        _init_worker()
-        results: Iterable = map(_build_photo, tasks)
-        pool = None
-    else:
-        pool = multiprocessing.get_context("spawn").Pool(config.workers, initializer=_init_worker)
-        results = pool.imap(_build_photo, tasks, chunksize=1)
-    try:
+    # One thread per build process (in this one with one worker): the pool already uses the cores.
+    with ExitStack() as stack:
+        if config.workers == 1:
+            stack.enter_context(thread_count(1, opencv=True))
+            results: Iterable = map(_build_photo, tasks)
+        else:
+            pool = multiprocessing.get_context("spawn").Pool(config.workers, initializer=_init_worker)
+            stack.callback(pool.join)  # runs after close (last in, first out)
+            stack.callback(pool.close)
+            results = pool.imap(_build_photo, tasks, chunksize=1)
         for rows, dropped in (progress(results, len(tasks)) if progress else results):
             summary.rows.extend(rows)
             summary.dropped.extend(dropped)
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
 
     summary.rows.sort(key=lambda row: row["composite"])
     for name in layout.SPLITS:
