@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo quality benchmark clean-venv
+.PHONY: venv test test-portability demo quality benchmark clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,16 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP)
 
+# The whole suite in a random order of modules and of the tests within each (the seed is
+# printed; PYTEST_ARGS="-p random_order --random-order-seed=N" repeats one order).
+PYTEST_ARGS ?= --random-order-bucket=module
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The exactness tests under every ATEN_CPU_CAPABILITY x ONEDNN_MAX_CPU_ISA x 1/2 threads
+# setting (about an hour on 2 cores); see tests/float_bounds.py.
+test-portability: $(STAMP)
+	bash scripts/test_portability.sh
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

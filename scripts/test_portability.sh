@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The exactness tests under other CPUs' kernels, on this machine (make test-portability).
+#
+# Every combination of ATEN_CPU_CAPABILITY (PyTorch's vectorised kernels: scalar
+# "default", avx2, avx512), ONEDNN_MAX_CPU_ISA (oneDNN's convolutions: SSE41, AVX2,
+# AVX512_CORE, DEFAULT = no cap) and 1 or 2 threads runs the tests that compare
+# float32 results (official vectors, fast against plain paths, the benchmark's
+# exactness). A setting above what the CPU has falls back to the best it has; the
+# line of each run names the kernels PyTorch really used.
+#
+# Every comparison's distance-to-rounding ratio goes to $IHARM_FLOAT_BOUNDS_LOG
+# (default portability_ratios.jsonl), summarised at the end: the measured worst
+# ratio of tests/float_bounds.py. Exit status 1 when any combination fails.
+set -u
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+TESTS=(tests/test_duconet.py tests/test_fast_paths.py tests/test_bargainnet.py tests/test_issam.py
+       tests/test_benchmark.py)
+export IHARM_FLOAT_BOUNDS_LOG=${IHARM_FLOAT_BOUNDS_LOG:-$PWD/portability_ratios.jsonl}
+: > "$IHARM_FLOAT_BOUNDS_LOG"
+failed=()
+for aten in default avx2 avx512; do
+  for isa in SSE41 AVX2 AVX512_CORE DEFAULT; do
+    for threads in 1 2; do
+      setting="ATEN_CPU_CAPABILITY=$aten ONEDNN_MAX_CPU_ISA=$isa threads=$threads"
+      used=$(ATEN_CPU_CAPABILITY=$aten "$PY" -c "import torch; print(torch.backends.cpu.get_cpu_capability())")
+      start=$SECONDS
+      if ATEN_CPU_CAPABILITY=$aten ONEDNN_MAX_CPU_ISA=$isa OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
+          "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}" > /tmp/iharm_portability.log 2>&1; then
+        echo "ok      $setting (PyTorch kernels: $used) $((SECONDS - start)) s: $(tail -n 1 /tmp/iharm_portability.log)"
+      else
+        echo "FAILED  $setting (PyTorch kernels: $used): $(tail -n 1 /tmp/iharm_portability.log)"
+        grep -E "^(FAILED|ERROR)" /tmp/iharm_portability.log | sed 's/^/        /'
+        failed+=("$setting")
+      fi
+    done
+  done
+done
+"$PY" tests/float_bounds.py "$IHARM_FLOAT_BOUNDS_LOG"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "${#failed[@]} of 24 settings failed"
+  exit 1
+fi
+echo "24 of 24 settings passed"
