@@ -45,7 +45,7 @@ OWN_VARIABLES = ("PYTEST_", "TORCHINDUCTOR_")
 def _global_state() -> dict[str, object]:
     """Process-wide settings that change numbers or speed when a test leaves them changed (thread count:
     the order of float32 sums; deterministic algorithms; default dtype; the fast-path default), plus the
-    signal handlers, the environment and the working directory."""
+    signal handlers, the environment, the working directory and the umask."""
     import signal
 
     import cv2
@@ -68,7 +68,14 @@ def _global_state() -> dict[str, object]:
         "signal handlers": (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)),
         "environment": {k: v for k, v in os.environ.items() if not k.startswith(OWN_VARIABLES)},
         "working directory": os.getcwd(),
+        "umask": _umask(),
     }
+
+
+def _umask() -> int:
+    umask = os.umask(0o022)  # read by setting it
+    os.umask(umask)
+    return umask
 
 
 def _restore(state: dict[str, object]) -> None:
@@ -96,6 +103,7 @@ def _restore(state: dict[str, object]) -> None:
     os.environ.clear()
     os.environ.update({**state["environment"], **own})
     os.chdir(state["working directory"])
+    os.umask(state["umask"])
 
 
 def changed_global_state(before: dict[str, object], after: dict[str, object]) -> list[str]:
