@@ -37,7 +37,9 @@ keeps soft masks (alpha mattes), which are then also the blending weights.
 Every problem (unreadable image, missing mask, a mask of another size, an
 empty mask) is reported and every good file is still processed; existing
 outputs are skipped (``--overwrite`` redoes them); outputs are written
-atomically. Exit status: 0 if every image was harmonized (or already was),
+atomically. Before anything is loaded, an output that would replace an input
+(an image, a mask, their folders, the checkpoint; through symbolic links and
+``..`` too) and an output folder that cannot be written are refused. Exit status: 0 if every image was harmonized (or already was),
 1 if any failed, 2 for bad arguments or checkpoints.
 """
 from __future__ import annotations
@@ -60,6 +62,7 @@ from iharm.inference.predictor import Predictor
 from iharm.inference.utils import load_model
 from iharm.model.registry import MODELS, get_model_spec
 from iharm.utils.config import ConfigError, load_config
+from iharm.utils.files import OutputPathError, ensure_writable_folder, refuse_outputs_over_inputs
 
 OFFICIAL_MASK_THRESHOLD = 100 / 255
 
@@ -191,33 +194,54 @@ def run_job(job: Job, predictor: Predictor, args: argparse.Namespace) -> None:
     write_image(job.output, result, args.jpeg_quality)
 
 
+def check_outputs(jobs: list[Job], results: Path | None, args: argparse.Namespace, checkpoint: Path) -> None:
+    """Before any work: no output may be an input (image, mask, their folders, the checkpoint; through
+    symlinks and ``..``), and every output folder must be writable. OutputPathError names the flag."""
+    inputs = [checkpoint, *(job.image for job in jobs), *(job.mask for job in jobs if job.mask is not None)]
+    if args.image is not None:
+        flag = "--output" if args.output is not None else "--results-path"
+        refuse_outputs_over_inputs({flag: [jobs[0].output]}, inputs)
+        if jobs[0].output.is_dir():
+            raise OutputPathError(f"{flag} {jobs[0].output}: is a folder; name the output file")
+        ensure_writable_folder(jobs[0].output.parent, flag)
+        return
+    refuse_outputs_over_inputs({"--results-path": [results]}, [args.images, args.masks])
+    refuse_outputs_over_inputs({"--results-path": [job.output for job in jobs]}, inputs)
+    ensure_writable_folder(results, "--results-path")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config_path)
-        device = select_device(args.gpu)
         checkpoint = resolve_checkpoint(args.checkpoint, cfg.get("MODELS_PATH"))
-        predictor = Predictor(load_model(args.model_type, checkpoint, device), get_model_spec(args.model_type),
-                              device, precision=PRECISION_CHOICES[args.precision])
         results = args.results_path
         if results is None and args.output is None:
             if not cfg.get("EXPS_PATH"):
                 raise ConfigError("no --results-path and no EXPS_PATH in the config")
             results = Path(cfg.EXPS_PATH) / "predictions"
+        if args.image is not None:
+            output = args.output or results / (f"{args.image.stem}.png" if args.output_format == "png"
+                                               else args.image.name)
+            jobs, notes = [Job(args.image, args.mask, output)], []
+        else:
+            jobs, notes = folder_jobs(args.images, args.masks, results, args.output_format)
+        check_outputs(jobs, results, args, Path(checkpoint))
     except (ConfigError, CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-    if args.image is not None:
-        output = args.output or results / (f"{args.image.stem}.png" if args.output_format == "png" else args.image.name)
-        jobs = [Job(args.image, args.mask, output)]
-    else:
-        jobs, notes = folder_jobs(args.images, args.masks, results, args.output_format)
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        if not jobs:
-            print(f"error: {args.images}: no images found", file=sys.stderr)
-            return 1
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not jobs:
+        print(f"error: {args.images}: no images found", file=sys.stderr)
+        return 1
+    try:
+        device = select_device(args.gpu)
+        predictor = Predictor(load_model(args.model_type, checkpoint, device), get_model_spec(args.model_type),
+                              device, precision=PRECISION_CHOICES[args.precision])
+    except (ConfigError, CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     failures: list[str] = []
     written = skipped = 0

@@ -1,11 +1,12 @@
-"""Crash-proof file writing, shared by checkpoints and images."""
+"""Safe file writing, shared by checkpoints, images and reports: atomic writes with the usual
+permissions, and output paths checked before any work (never over an input, always writable)."""
 from __future__ import annotations
 
 import os
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -57,3 +58,51 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class OutputPathError(ValueError):
+    """An output location that would replace an input, or that cannot be written: refused before any work."""
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def refuse_outputs_over_inputs(outputs: Mapping[str, Iterable[str | os.PathLike]],
+                               inputs: Iterable[str | os.PathLike]) -> None:
+    """Raise :class:`OutputPathError` naming the flag when an output path resolves to an input file
+    or folder (through symlinks, ``..`` and hard links): an output never replaces an input."""
+    inputs = [Path(p) for p in inputs]
+    for flag, paths in outputs.items():
+        for path in map(Path, paths):
+            for source in inputs:
+                if _same_file(path, source):
+                    raise OutputPathError(f"{flag} {path}: is the input {source}; an output never replaces an input")
+
+
+def ensure_writable_folder(folder: str | os.PathLike, flag: str) -> None:
+    """Raise :class:`OutputPathError` naming ``flag`` unless files can be written in ``folder``.
+
+    A missing folder is not created here (a run that fails later leaves nothing
+    behind): its nearest existing ancestor must be a writable folder. The probe
+    is a temporary file, created and removed at once.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists():
+        if existing.is_symlink():
+            raise OutputPathError(f"{flag} {folder}: {existing} is a dangling symbolic link")
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "exists and is not a folder" if existing == folder else f"cannot be created: {existing} is a file"
+        raise OutputPathError(f"{flag} {folder}: {what}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise OutputPathError(f"{flag} {folder}: cannot write in {existing} ({exc.strerror or exc})") from None
