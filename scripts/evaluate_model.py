@@ -19,8 +19,8 @@ import sys
 
 from iharm.data.errors import DataError
 from iharm.engine.checkpoints import CheckpointError
-from iharm.inference.evaluation import (DEFAULT_DATASETS, add_evaluation_arguments, evaluate_from_args,
-                                        log_file_path)
+from iharm.inference.evaluation import (DEFAULT_DATASETS, add_evaluation_arguments, check_evaluation_outputs,
+                                        evaluate_from_args, log_file_path)
 from iharm.utils.config import ConfigError
 from iharm.utils.log import setup_logging
 
@@ -34,6 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        check_evaluation_outputs(args, DEFAULT_DATASETS)
+    except (ConfigError, CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logger = setup_logging(log_file_path(args, "evaluation_logs"))
     try:
         report = evaluate_from_args(args, DEFAULT_DATASETS, log=logger)

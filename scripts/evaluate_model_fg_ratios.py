@@ -26,9 +26,11 @@ from collections.abc import Sequence
 from iharm.data.errors import DataError
 from iharm.engine.checkpoints import CheckpointError
 from iharm.inference.evaluation import (DatasetResult, EvaluationReport, ImageResult, accumulate,
-                                        add_evaluation_arguments, evaluate_from_args, log_file_path)
+                                        add_evaluation_arguments, check_evaluation_outputs, evaluate_from_args,
+                                        log_file_path)
 from iharm.inference.metrics import METRIC_NAMES, format_table, overall
 from iharm.utils.config import ConfigError
+from iharm.utils.files import atomic_write_text
 from iharm.utils.log import setup_logging
 
 DEFAULT_DATASETS = ("HFlickr", "HDay2Night", "HCOCO", "HAdobe5k")
@@ -83,6 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        check_evaluation_outputs(args, DEFAULT_DATASETS)
+    except (ConfigError, CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logger = setup_logging(log_file_path(args, "evaluation_results"))
     try:
         report: EvaluationReport = evaluate_from_args(args, DEFAULT_DATASETS, log=logger)
@@ -99,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                    "note": interval_note(args.legacy_closed_intervals),
                    "metrics": list(METRIC_NAMES), "rows": rows, "evaluation": report.to_json()}
         path = args.results_path / f"{args.eval_prefix}fg_ratios.json"
-        path.write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
         logger.info("results: %s", args.results_path)
     return 0
 

@@ -62,7 +62,7 @@ from iharm.inference.predictor import Predictor
 from iharm.inference.utils import load_model
 from iharm.model.registry import MODELS, get_model_spec
 from iharm.utils.config import ConfigError, load_config
-from iharm.utils.files import OutputPathError, ensure_writable_folder, refuse_outputs_over_inputs
+from iharm.utils.files import check_output_file, ensure_writable_folder, refuse_outputs_over_inputs
 
 OFFICIAL_MASK_THRESHOLD = 100 / 255
 
@@ -199,11 +199,7 @@ def check_outputs(jobs: list[Job], results: Path | None, args: argparse.Namespac
     symlinks and ``..``), and every output folder must be writable. OutputPathError names the flag."""
     inputs = [checkpoint, *(job.image for job in jobs), *(job.mask for job in jobs if job.mask is not None)]
     if args.image is not None:
-        flag = "--output" if args.output is not None else "--results-path"
-        refuse_outputs_over_inputs({flag: [jobs[0].output]}, inputs)
-        if jobs[0].output.is_dir():
-            raise OutputPathError(f"{flag} {jobs[0].output}: is a folder; name the output file")
-        ensure_writable_folder(jobs[0].output.parent, flag)
+        check_output_file(jobs[0].output, "--output" if args.output is not None else "--results-path", inputs)
         return
     refuse_outputs_over_inputs({"--results-path": [results]}, [args.images, args.masks])
     refuse_outputs_over_inputs({"--results-path": [job.output for job in jobs]}, inputs)

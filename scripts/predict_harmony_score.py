@@ -17,12 +17,14 @@ official ``<name without its last _part>.png``.
 folder) or libcom's ``BargainNet.pth``. The score is printed to 2 decimals as
 the official script does; the CSV also holds it unrounded and the inharmony
 level. Every problem is reported and every good file still scored; the exit
-status is 1 if any image could not be scored.
+status is 1 if any image could not be scored, 2 for a bad checkpoint or an
+``--output`` that is an input or cannot be written (checked before anything loads).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 import warnings
 from pathlib import Path
@@ -31,6 +33,7 @@ from iharm.data.errors import DataError
 from iharm.engine.checkpoints import CheckpointError
 from iharm.inference.harmony_score import HarmonyResult, HarmonyScorer
 from iharm.inference.pairing import pair_masks
+from iharm.utils.files import atomic_write_text, check_output_file
 
 CSV_COLUMNS = ("image", "mask", "harmony_score", "harmony_score_rounded", "inharmony_level", "error")
 
@@ -78,29 +81,34 @@ def score_one(scorer: HarmonyScorer, image: Path, mask: Path, strict_mask_size: 
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    """The rows as CSV, written atomically (a crash leaves the old file or the whole new one)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        scorer = HarmonyScorer.from_checkpoint(args.checkpoint, args.device)
-    except (CheckpointError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
     if args.image is not None:
         pairs: list[tuple[Path, Path | DataError]] = [(args.image, args.mask)]
         skipped: list[str] = []
     else:
         pairs, skipped = pair_masks(args.images, args.masks)
-        if not pairs:
-            print(f"error: {args.images}: no images found", file=sys.stderr)
-            return 1
+    try:
+        if args.output is not None:  # before the checkpoint loads: the scores must have a place to go
+            inputs = [args.checkpoint, *(image for image, _ in pairs),
+                      *(mask for _, mask in pairs if isinstance(mask, Path))]
+            inputs += [args.images, args.masks] if args.images is not None else []
+            check_output_file(args.output, "--output", inputs)
+        scorer = HarmonyScorer.from_checkpoint(args.checkpoint, args.device)
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not pairs:
+        print(f"error: {args.images}: no images found", file=sys.stderr)
+        return 1
     for note in skipped:
         print(f"note: {note}", file=sys.stderr)
 

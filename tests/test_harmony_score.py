@@ -171,5 +171,5 @@ def test_cli_folder_reports_every_problem_and_scores_the_rest(cli, e_checkpoint,
 def test_cli_bad_checkpoint(cli, tmp_path, shared_data, capsys):
     code = cli.main(["--checkpoint", str(tmp_path / "missing.pth"), "--image", str(_example(shared_data, 1)),
                      "--mask", str(_example(shared_data, 1, "_mask"))])
-    assert code == 1
+    assert code == 2  # as in every tool: a bad checkpoint is a bad argument
     assert "missing.pth: checkpoint file not found" in capsys.readouterr().err

@@ -124,3 +124,56 @@ def test_hard_links_are_the_same_file(tmp_path):
     with pytest.raises(OutputPathError, match="--output"):
         refuse_outputs_over_inputs({"--output": [tmp_path / "alias.png"]}, [source])
     refuse_outputs_over_inputs({"--output": [tmp_path / "other.png"]}, [source])  # a new name is fine
+
+
+# --- the evaluators and the harmony score ----------------------------------------------------------------
+
+evaluate_model = load_script("evaluate_model")
+evaluate_fg_ratios = load_script("evaluate_model_fg_ratios")
+harmony_score = load_script("predict_harmony_score")
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    from tiny_data import make_dataset
+    return make_dataset(tmp_path / "data", "Tiny", size=(48, 32), splits={"test": 1})
+
+
+@pytest.mark.parametrize("script", [evaluate_model, evaluate_fg_ratios], ids=["evaluate_model", "fg_ratios"])
+@pytest.mark.parametrize("case", ["results is a file", "results is the dataset", "results in its images",
+                                  "prefix climbs out", "save-images unwritable"])
+def test_evaluation_outputs_are_checked_before_scoring(script, case, dataset, tmp_path, capsys):
+    args = ["Composite", "--dataset-path", str(dataset), "--gpu", "cpu"]
+    flag = "--results-path"
+    if case == "results is a file":
+        (tmp_path / "results").write_text("a file")
+        args += [flag, str(tmp_path / "results")]
+    elif case == "results is the dataset":
+        args += [flag, str(dataset / ".." / dataset.name)]
+    elif case == "results in its images":
+        args += [flag, str(dataset / "composite_images")]
+    elif case == "prefix climbs out":
+        args += [flag, str(tmp_path / "results"), "--eval-prefix", "../../x_"]
+        flag = "--eval-prefix"
+    else:
+        args += ["--save-images", "/proc/iharm-predictions"]
+        flag = "--save-images"
+    before = _tree(tmp_path)
+    assert script.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert flag in err and len(err.splitlines()) == 1, err
+    assert _tree(tmp_path) == before
+
+
+def test_harmony_score_output_is_checked_before_the_checkpoint_loads(same, capsys, tmp_path):
+    garbage = str(tmp_path / "w.pth")
+    cases = {str(same / "a.png"): "never replaces an input", str(same): "never replaces an input",
+             str(tmp_path): "is a folder", "/proc/iharm-scores.csv": "cannot write"}
+    before = _tree(tmp_path)
+    for output, message in cases.items():
+        source = ["--images", str(same)] if output == str(same) else ["--image", str(same / "a.png"), "--mask",
+                                                                    str(same / "a_mask.png")]
+        assert harmony_score.main(["--checkpoint", garbage, *source, "--output", output]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--output" in err and message in err and len(err.splitlines()) == 1, err
+    assert _tree(tmp_path) == before

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -48,6 +49,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from iharm.data import layout
 from iharm.data.hdataset import HDataset
 from iharm.data.io import write_image
 from iharm.data.transforms import RESIZE_STRATEGIES, HCompose, resize_transform
@@ -58,6 +60,7 @@ from iharm.inference.predictor import Predictor
 from iharm.inference.utils import load_model
 from iharm.model.registry import MODELS, get_model_spec
 from iharm.utils.config import ConfigError, dataset_key, load_config, require_path
+from iharm.utils.files import atomic_write_text, ensure_writable_folder, refuse_outputs_over_inputs
 
 #: The pseudo-model whose prediction is the input composite: the "composite" row of every table.
 COMPOSITE = "Composite"
@@ -368,10 +371,9 @@ class EvaluationReport:
 
     def write(self, results_path: Path, prefix: str = "") -> tuple[Path, Path]:
         """``<prefix>per_image.csv`` and ``<prefix>summary.json`` in ``results_path``."""
-        results_path.mkdir(parents=True, exist_ok=True)
         csv_path, json_path = results_path / f"{prefix}per_image.csv", results_path / f"{prefix}summary.json"
         write_per_image_csv(csv_path, (image for d in self.datasets for image in d.images))
-        json_path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        atomic_write_text(json_path, json.dumps(self.to_json(), indent=2) + "\n")
         return csv_path, json_path
 
 
@@ -385,10 +387,11 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_per_image_csv(path: Path, images: Iterable[ImageResult]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=PER_IMAGE_COLUMNS)
-        writer.writeheader()
-        writer.writerows(image.row() for image in images)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=PER_IMAGE_COLUMNS)
+    writer.writeheader()
+    writer.writerows(image.row() for image in images)
+    atomic_write_text(path, text.getvalue())
 
 
 # --- command line (shared by evaluate_model.py and evaluate_model_fg_ratios.py) ----------------------------
@@ -444,6 +447,24 @@ def dataset_paths(args: argparse.Namespace, cfg: Any, default_datasets: Sequence
         return [(name if names.count(name) == 1 else str(p), p) for name, p in zip(names, paths)]
     names = [n for n in (args.datasets or ",".join(default_datasets)).split(",") if n]
     return [(name, require_path(cfg, dataset_key(name))) for name in names]
+
+
+def check_evaluation_outputs(args: argparse.Namespace, default_datasets: Sequence[str]) -> None:
+    """Before any work: ``--eval-prefix`` names files (no folders), and ``--results-path`` and
+    ``--save-images`` are writable folders that are none of the inputs (dataset folders, checkpoint),
+    so that scores are never computed only to be lost. Errors name the flag."""
+    prefix = args.eval_prefix
+    if prefix and (Path(prefix).name != prefix or prefix in (".", "..")):
+        raise ConfigError(f"--eval-prefix {prefix}: must be a file-name prefix, without folders")
+    cfg = load_config(args.config_path)
+    inputs: list[Path] = [folder for _, path in dataset_paths(args, cfg, default_datasets)
+                          for folder in (path, *(path / sub for sub in layout.SUBFOLDERS))]
+    if args.checkpoint is not None and args.model_type != COMPOSITE:
+        inputs.append(resolve_checkpoint(args.checkpoint, cfg.get("MODELS_PATH")))
+    for flag, folder in (("--results-path", args.results_path), ("--save-images", args.save_images)):
+        if folder is not None:
+            refuse_outputs_over_inputs({flag: [folder]}, inputs)
+            ensure_writable_folder(folder, flag)
 
 
 def evaluate_from_args(args: argparse.Namespace, default_datasets: Sequence[str],

@@ -60,6 +60,12 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
         os.close(dir_fd)
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_open`."""
+    with atomic_open(path) as handle:
+        handle.write(text.encode("utf-8"))
+
+
 class OutputPathError(ValueError):
     """An output location that would replace an input, or that cannot be written: refused before any work."""
 
@@ -106,3 +112,12 @@ def ensure_writable_folder(folder: str | os.PathLike, flag: str) -> None:
             pass
     except OSError as exc:
         raise OutputPathError(f"{flag} {folder}: cannot write in {existing} ({exc.strerror or exc})") from None
+
+
+def check_output_file(path: str | os.PathLike, flag: str, inputs: Iterable[str | os.PathLike]) -> None:
+    """Before any work: ``path`` (given by ``flag``) is no input, no folder, and can be written."""
+    path = Path(path)
+    refuse_outputs_over_inputs({flag: [path]}, inputs)
+    if path.is_dir():
+        raise OutputPathError(f"{flag} {path}: is a folder; name the output file")
+    ensure_writable_folder(path.parent, flag)
