@@ -53,7 +53,7 @@ import numpy as np
 from tqdm import tqdm
 
 from iharm.data.errors import DataError
-from iharm.data.io import IMAGE_EXTENSIONS, read_image, read_mask, write_image
+from iharm.data.io import IMAGE_EXTENSIONS, mask_problem, read_image, read_mask, write_image
 from iharm.engine.checkpoints import CheckpointError
 from iharm.inference.evaluation import PRECISION_CHOICES, add_precision_argument, resolve_checkpoint, select_device
 from iharm.inference.pairing import pair_masks
@@ -63,6 +63,7 @@ from iharm.inference.utils import load_model
 from iharm.model.registry import MODELS, get_model_spec
 from iharm.utils.config import ConfigError, load_config
 from iharm.utils.files import check_output_file, ensure_writable_folder, refuse_outputs_over_inputs
+from iharm.utils.log import warnings_as_lines
 
 OFFICIAL_MASK_THRESHOLD = 100 / 255
 
@@ -187,9 +188,9 @@ def run_job(job: Job, predictor: Predictor, args: argparse.Namespace) -> None:
         raise DataError(job.mask, f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {job.image} is "
                                   f"{image.shape[1]}x{image.shape[0]}; masks must have the image's size")
     mask = prepare_mask(mask, args.threshold, args.invert_mask)
-    if not (mask > 0).any():
-        raise DataError(job.mask, "mask is empty after thresholding"
-                                  f"{' and inversion' if args.invert_mask else ''}: nothing to harmonize")
+    problem = mask_problem(mask > 0, mask < 1)
+    if problem is not None:
+        raise DataError(job.mask, f"{problem} (after thresholding{' and inversion' if args.invert_mask else ''})")
     result = harmonize_full_resolution(predictor, image, mask, args.resolution, args.method, args.keep_background)
     write_image(job.output, result, args.jpeg_quality)
 
@@ -248,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if job.problem is not None:
                 raise DataError(job.problem)
-            run_job(job, predictor, args)
+            with warnings_as_lines(lambda line: tqdm.write(line, file=sys.stderr)):
+                run_job(job, predictor, args)
             written += 1
         except (DataError, ValueError, RuntimeError, OSError) as exc:
             message = str(exc) if isinstance(exc, DataError) else f"{job.image}: {type(exc).__name__}: {exc}"

@@ -26,7 +26,6 @@ import argparse
 import csv
 import io
 import sys
-import warnings
 from pathlib import Path
 
 from iharm.data.errors import DataError
@@ -34,6 +33,7 @@ from iharm.engine.checkpoints import CheckpointError
 from iharm.inference.harmony_score import HarmonyResult, HarmonyScorer
 from iharm.inference.pairing import pair_masks
 from iharm.utils.files import atomic_write_text, check_output_file
+from iharm.utils.log import warnings_as_lines
 
 CSV_COLUMNS = ("image", "mask", "harmony_score", "harmony_score_rounded", "inharmony_level", "error")
 
@@ -70,14 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def score_one(scorer: HarmonyScorer, image: Path, mask: Path, strict_mask_size: bool) -> HarmonyResult:
-    """Score one pair, printing any warning (e.g. a mask of another size) to stderr."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            return scorer.score_files(image, mask, strict_mask_size=strict_mask_size)
-        finally:
-            for warning in caught:
-                print(f"warning: {warning.message}", file=sys.stderr)
+    """Score one pair, printing any warning (a mask of another size, a 0/1 mask) to stderr."""
+    with warnings_as_lines():
+        return scorer.score_files(image, mask, strict_mask_size=strict_mask_size)
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> None:

@@ -7,6 +7,7 @@ import math
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -105,9 +106,9 @@ def test_mask_of_another_size_warns_or_is_refused(scorer, shared_data):
 
 def test_empty_or_full_mask_is_refused(scorer):
     image = np.zeros((64, 64, 3), np.uint8)
-    with pytest.raises(ValueError, match="no foreground"):
+    with pytest.raises(ValueError, match="mask is empty"):
         scorer.score(image, np.zeros((64, 64), np.float32))
-    with pytest.raises(ValueError, match="no background"):
+    with pytest.raises(ValueError, match="covers the whole image"):
         scorer.score(image, np.full((64, 64), 255, np.uint8))
 
 
@@ -173,3 +174,18 @@ def test_cli_bad_checkpoint(cli, tmp_path, shared_data, capsys):
                      "--mask", str(_example(shared_data, 1, "_mask"))])
     assert code == 2  # as in every tool: a bad checkpoint is a bad argument
     assert "missing.pth: checkpoint file not found" in capsys.readouterr().err
+
+
+def test_a_0_1_mask_scores_as_the_same_mask_in_0_255(cli, e_checkpoint, shared_data, tmp_path, capsys):
+    """A 0/1 export is binary, not a 1/255 soft mask (which would score about 0.99 without a word)."""
+    mask = cv2.imread(str(_example(shared_data, 1, "_mask")), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(tmp_path / "mask01.png"), (mask > 127).astype(np.uint8))
+    cv2.imwrite(str(tmp_path / "mask255.png"), (mask > 127).astype(np.uint8) * 255)
+    scores = {}
+    for name in ("mask01", "mask255"):
+        output = tmp_path / f"{name}.csv"
+        assert cli.main(["--checkpoint", str(e_checkpoint), "--image", str(_example(shared_data, 1)),
+                         "--mask", str(tmp_path / f"{name}.png"), "--output", str(output)]) == 0
+        scores[name] = next(csv.DictReader(output.open()))["harmony_score"]
+    assert scores["mask01"] == scores["mask255"]
+    assert "mask01.png: mask holds only 0 and 1; read as a binary mask" in capsys.readouterr().err

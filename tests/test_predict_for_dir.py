@@ -195,3 +195,25 @@ def test_precision_flag_reaches_the_predictor(checkpoint: Path, tmp_path: Path, 
         assert run(checkpoint, "--image", str(tmp_path / "comp.png"), "--mask", str(tmp_path / "comp_mask.png"),
                    "--output", str(tmp_path / "fp16.png"), "--precision", "fp16") == 2
         assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_0_1_masks_are_binary_and_full_masks_are_refused(shared_data: Path, checkpoint: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """One mask rule in every tool: a 0/1 export is a binary mask (not 'empty'); a mask without
+    background is refused, as the dataset loader and the harmony score refuse it."""
+    source = shared_data / "composites_no_gt"
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    mask = raw_mask(source / "bargainnet_example_1_mask.png")
+    for name in ("binary01", "full"):
+        shutil.copy(source / "bargainnet_example_1.png", folder / f"{name}.png")
+    cv2.imwrite(str(folder / "binary01_mask.png"), (mask > 127).astype(np.uint8))
+    cv2.imwrite(str(folder / "full_mask.png"), np.full_like(mask, 255))
+    assert run(checkpoint, "--images", str(folder), "--results-path", str(out)) == 1
+    err = capsys.readouterr().err
+    assert "binary01_mask.png: mask holds only 0 and 1; read as a binary mask" in err
+    assert "full_mask.png: mask covers the whole image" in err and "1 harmonized" in err
+    composite, result = rgb(folder / "binary01.png"), rgb(out / "binary01.png")
+    background = mask <= 127
+    assert np.array_equal(result[background], composite[background]) and not np.array_equal(result, composite)
+    assert not (out / "full.png").exists()

@@ -29,7 +29,7 @@ from torch.utils.data import Dataset, default_collate
 
 from iharm.data.color import rgb_to_lab
 from iharm.data.errors import DataError
-from iharm.data.io import read_image, read_mask
+from iharm.data.io import mask_problem, read_image, read_mask
 from iharm.data.layout import find_list, mask_name, real_name
 from iharm.data.transforms import HCompose
 
@@ -231,11 +231,9 @@ class HDataset(BaseHDataset):
         if mask.shape != image.shape[:2]:
             raise entry.error(entry.mask, f"mask size {mask.shape[1]}x{mask.shape[0]} differs from the "
                                           f"composite {entry.composite} ({image.shape[1]}x{image.shape[0]})")
-        foreground = mask > 0.5
-        if not foreground.any():
-            raise entry.error(entry.mask, "mask is empty (no pixel above 0.5): nothing to harmonize")
-        if foreground.all():
-            raise entry.error(entry.mask, "mask covers the whole image: no background to harmonize against")
+        problem = mask_problem(mask > 0.5)
+        if problem is not None:
+            raise entry.error(entry.mask, f"{problem} (pixels above 0.5 are foreground)")
         return {"image": image, "target_image": target, "mask": mask, "name": entry.name}
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from pathlib import Path
 
 import cv2
@@ -143,7 +144,10 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     The official loader takes channel 0 of ``cv2.imread(mask)`` and divides by 255;
     that is what happens for 3-channel masks (JPEG-stored masks included). A
     1-channel mask is used as is, an RGBA mask uses its first colour channel,
-    a 16-bit mask is divided by 65535.
+    a 16-bit mask is divided by 65535. A mask whose greatest value is 1 (a
+    common 0/1 label export) is binary, not a nearly empty soft mask: it is
+    read as 0/1, with a :class:`BinaryMaskNote` warning naming the file.
+    Every tool and the dataset loader read masks here, so the rule is one.
     """
     path = Path(path)
     # ANYDEPTH|ANYCOLOR keeps 16-bit and 1-channel masks and, unlike UNCHANGED,
@@ -151,13 +155,30 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     raw = _decode(path, _checked_bytes(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if raw.ndim == 3:
         raw = raw[:, :, 0]
-    if raw.dtype == np.uint8:
-        return raw.astype(np.float32) / 255.0
-    if raw.dtype == np.uint16:
-        return raw.astype(np.float32) / 65535.0
+    if raw.dtype in (np.uint8, np.uint16):
+        full = np.iinfo(raw.dtype).max
+        if raw.max() == 1:  # a 0/1 label export, not a 1/255 soft mask
+            warnings.warn(f"{path}: mask holds only 0 and 1; read as a binary mask (1 = foreground)",
+                          BinaryMaskNote, stacklevel=2)
+            full = 1
+        return raw.astype(np.float32) / full
     if np.issubdtype(raw.dtype, np.floating):
         return np.clip(raw.astype(np.float32), 0.0, 1.0)
     raise DataError(path, f"unsupported mask pixel type {raw.dtype}")
+
+
+class BinaryMaskNote(UserWarning):
+    """A 0/1 mask was read as binary (the note every tool shows for such a file)."""
+
+
+def mask_problem(foreground: np.ndarray, background: np.ndarray | None = None) -> str | None:
+    """Why a mask cannot be harmonized or scored, or None: no foreground pixel, or no background
+    pixel (``background`` defaults to ``~foreground``). One rule for every tool and the loader."""
+    if not foreground.any():
+        return "mask is empty: nothing to harmonize"
+    if not (~foreground if background is None else background).any():
+        return "mask covers the whole image: no background to harmonize against"
+    return None
 
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray, jpeg_quality: int = 95) -> None:

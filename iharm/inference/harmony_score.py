@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from iharm.data.errors import DataError
-from iharm.data.io import read_image, read_mask
+from iharm.data.io import mask_problem, read_image, read_mask
 from iharm.data.normalization import SYMMETRIC
 from iharm.model.bargainnet import StyleEncoder, load_style_encoder
 
@@ -60,13 +60,9 @@ def inharmony_level(encoder: StyleEncoder, image: torch.Tensor, fg_mask: torch.T
     return torch.linalg.vector_norm(difference.flatten(1), dim=1)
 
 
-def mask_problem(mask: np.ndarray) -> str | None:
-    """Why a mask cannot give a harmony score (no foreground or no background), or None."""
-    if mask.max() <= 0:
-        return "mask is empty (no foreground pixel): there is no foreground to score"
-    if mask.min() >= (255 if mask.dtype == np.uint8 else 1.0):
-        return "mask covers the whole image (no background pixel): there is no background to compare with"
-    return None
+def score_mask_problem(mask: np.ndarray) -> str | None:
+    """Why a soft mask cannot give a harmony score (no foreground or no background weight), or None."""
+    return mask_problem(mask > 0, mask < (255 if mask.dtype == np.uint8 else 1.0))
 
 
 def prepare_inputs(image_rgb: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -122,7 +118,7 @@ class HarmonyScorer:
 
     def score(self, image_rgb: np.ndarray, mask: np.ndarray) -> HarmonyResult:
         """Score one composite: uint8 HxWx3 RGB image, HxW mask (see :func:`prepare_inputs`)."""
-        problem = mask_problem(mask)
+        problem = score_mask_problem(mask)
         if problem:
             raise ValueError(problem)
         return self._score(image_rgb, mask)
@@ -153,7 +149,7 @@ class HarmonyScorer:
             warnings.warn(MaskSizeWarning(f"{mask_path}: {message} (both are resized to "
                                           f"{SCORE_SIZE}x{SCORE_SIZE} independently, as the official script does)"),
                           stacklevel=2)
-        problem = mask_problem(mask)
+        problem = score_mask_problem(mask)
         if problem:
             raise DataError(mask_path, problem)
         return self._score(image, mask)

@@ -1,8 +1,11 @@
-"""Logging for training and evaluation: console and file, main process only."""
+"""Logging for training and evaluation (console and file, main process only) and warnings as lines."""
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 LOGGER_NAME = "iharm"
@@ -24,3 +27,17 @@ def setup_logging(log_file: Path | None = None, main_process: bool = True) -> lo
         handler.setFormatter(formatter)
         logger.addHandler(handler)
     return logger
+
+
+@contextmanager
+def warnings_as_lines(print_line: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> Iterator[None]:
+    """Show every warning raised inside the block as one ``warning: <message>`` line (a mask read
+    as binary, a mask stretched to its image), each time it happens, instead of Python's
+    once-per-place ``file:line: Category: message`` form."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for warning in caught:
+                print_line(f"warning: {warning.message}")
