@@ -35,3 +35,16 @@ def test_masks_beside_the_images(tmp_path: Path) -> None:
     # c1_2.png is c1_2_3.jpg's mask, so it is not a composite itself
     assert [(i.name, m.name) for i, m in pairs] == [("a.jpg", "a_mask.png"), ("c1_2_3.jpg", "c1_2.png")]
     assert notes == []
+
+
+def test_broken_symbolic_links_fail_instead_of_vanishing(tmp_path: Path) -> None:
+    _touch(tmp_path, "a.jpg", "a_mask.png")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
+    (tmp_path / "readme.txt").symlink_to(tmp_path / "nowhere.txt")
+    pairs, notes = pair_masks(tmp_path, tmp_path)
+    found = {image.name: mask for image, mask in pairs}
+    assert list(found) == ["a.jpg", "gone.jpg", "loop.png"] and found["a.jpg"] == tmp_path / "a_mask.png"
+    for name in ("gone.jpg", "loop.png"):
+        assert isinstance(found[name], DataError) and "resolves to no file" in str(found[name]), name
+    assert any("readme.txt: skipped, a symbolic link" in n for n in notes)

@@ -9,26 +9,35 @@ For a composite ``<stem>.<ext>`` the first of these rules that matches wins:
 ``*_mask`` files are never taken for composites, and when masks share the
 images' folder, a file that is another image's mask is not a composite either.
 Nothing is ignored silently: files that are not images, and ``*_mask`` files
-that no composite uses, come back as notes.
+that no composite uses, come back as notes; an image-named symbolic link that
+resolves to no file (dangling, or a loop) comes back as a failed composite.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from iharm.data.errors import DataError
 from iharm.data.io import IMAGE_EXTENSIONS
 
 
-def _image_files(folder: Path) -> tuple[list[Path], list[str]]:
-    images, notes = [], []
+def _image_files(folder: Path) -> tuple[list[Path], list[str], list[Path]]:
+    """Image files, notes on the other files, and image-named symbolic links that resolve to nothing."""
+    images, notes, broken = [], [], []
     for path in sorted(folder.iterdir()):
-        if not path.is_file():
+        is_image = path.suffix.lower() in IMAGE_EXTENSIONS
+        if path.is_symlink() and not path.exists():  # dangling, or a loop
+            if is_image:
+                broken.append(path)
+            else:
+                notes.append(f"{path}: skipped, a symbolic link that resolves to no file")
+        elif not path.is_file():
             continue
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
+        elif is_image:
             images.append(path)
         else:
             notes.append(f"{path}: skipped, not an image file (extension '{path.suffix}')")
-    return images, notes
+    return images, notes, broken
 
 
 def find_mask(image: Path, masks_dir: Path, same_dir: bool, masks_by_stem: dict[str, list[Path]]) -> Path:
@@ -49,7 +58,7 @@ def find_mask(image: Path, masks_dir: Path, same_dir: bool, masks_by_stem: dict[
 def pair_masks(images_dir: Path, masks_dir: Path) -> tuple[list[tuple[Path, Path | DataError]], list[str]]:
     """``[(composite, its mask or the DataError saying why none)]`` (sorted) and notes on skipped files."""
     same_dir = images_dir.resolve() == masks_dir.resolve()
-    images, notes = _image_files(images_dir)
+    images, notes, broken = _image_files(images_dir)
     mask_files = images if same_dir else _image_files(masks_dir)[0]
     masks_by_stem: dict[str, list[Path]] = {}
     for path in mask_files:
@@ -66,4 +75,7 @@ def pair_masks(images_dir: Path, masks_dir: Path) -> tuple[list[tuple[Path, Path
         candidates = [p for p in candidates if p.resolve() not in used_as_masks]
     notes += [f"{p}: skipped: named like a mask (*_mask) but no composite here uses it"
               for p in images if p.stem.endswith("_mask") and p.resolve() not in used_as_masks]
-    return [(image, found[image]) for image in candidates], notes
+    for link in broken:  # a composite the user meant to give: it fails, it is not skipped
+        found[link] = DataError(link, f"symbolic link to {os.readlink(link)} that resolves to no file "
+                                      "(missing target or a loop)")
+    return [(image, found[image]) for image in sorted([*candidates, *broken])], notes
