@@ -303,3 +303,11 @@ def test_errors_survive_dataloader_workers(tiny: Path) -> None:
                                          collate_fn=collate_samples)
     with pytest.raises(DataError, match=r"p0_1_1\.jpg: not a decodable image"):
         next(iter(loader))
+
+
+def test_a_list_of_blank_lines_is_an_error_not_zero_images(tmp_path):
+    from tiny_data import make_dataset
+    folder = make_dataset(tmp_path, "Tiny", size=(32, 24), splits={"test": 1})
+    (folder / "Tiny_test.txt").write_text("\n  \n\r\n")
+    with pytest.raises(DataError, match=r"Tiny_test\.txt.*lists no images"):
+        read_list(folder, "test")

@@ -97,6 +97,8 @@ def read_list(dataset_path: str | os.PathLike, split: str) -> list[Entry]:
             raise DataError(list_file, f"duplicate entry '{text}' (first at line {first_seen[text]})", line_no)
         first_seen[text] = line_no
         entries.append(_derive(dataset_path, list_file, line_no, text))
+    if not entries:
+        raise DataError(list_file, "lists no images (the file is empty or holds only blank lines)")
     return entries
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,12 @@ def load_checkpoint_file(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # torch's message goes on to advise weights_only=False, the unsafe thing: only the
+        # name of what was refused is kept.
+        found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", str(exc))
+        detail = f" (it asks for {found.group(1)})" if found else ""
         raise CheckpointError(
-            f"{path}: refused to load: the file is not a plain tensor checkpoint "
-            f"(weights_only=True rejected it: {str(exc).splitlines()[0]}). "
-            "It may contain code; only load it with full pickle if you trust its source."
+            f"{path}: refused for safety: the file holds code or Python objects, not only tensors{detail}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
