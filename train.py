@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
+import math
 import os
 import random
 import sys
@@ -28,7 +30,7 @@ from iharm.engine.checkpoints import CheckpointError
 from iharm.engine.distributed import cleanup, init_distributed, launched_by_torchrun, spawn
 from iharm.engine.trainer import NonFiniteLossError, TrainingInterrupted
 from iharm.utils.config import ConfigError, load_config
-from iharm.utils.exp import ExperimentError, init_experiment
+from iharm.utils.exp import ExperimentError, init_experiment, remove_unused_experiment
 from iharm.utils.log import logger, setup_logging
 
 EXIT_BAD_INPUT = 2
@@ -85,12 +87,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def validate_args(args: argparse.Namespace) -> None:
+    """Every user error the command line can show, before anything is created or started
+    (ConfigError naming the flag): numbers out of range, CUDA asked for where there is none."""
+    def require(ok: bool, flag: str, value: object, rule: str) -> None:
+        if not ok:
+            raise ConfigError(f"{flag} {value}: {rule}")
+
+    require(math.isfinite(args.lr) and args.lr > 0, "--lr", args.lr, "must be a finite number > 0")
+    require(args.batch_size >= 1 or args.batch_size == -1, "--batch-size", args.batch_size,
+            "must be >= 1 (or -1, the default: 16)")
+    for flag, value, minimum in (("--workers", args.workers, 0), ("--max-steps", args.max_steps, 0),
+                                 ("--val-every", args.val_every, 1), ("--threads", args.threads, 0),
+                                 ("--nproc", args.nproc, 1), ("--state-every", args.state_every, 0),
+                                 ("--ngpus", args.ngpus, 0), ("--start-epoch", args.start_epoch, 0)):
+        require(value >= minimum, flag, value, f"must be >= {minimum}")
+    require(args.epochs is None or args.epochs >= 1, "--epochs", args.epochs, "must be >= 1")
+    for flag, value in (("--max-train-minutes", args.max_train_minutes), ("--clip-grad", args.clip_grad),
+                        ("--state-every-minutes", args.state_every_minutes)):
+        require(math.isfinite(value) and value >= 0, flag, value, "must be a finite number >= 0")
+    require(math.isfinite(args.dist_timeout) and args.dist_timeout > 0, "--dist-timeout", args.dist_timeout,
+            "must be a finite number of minutes > 0")
+    if not torch.cuda.is_available():
+        require(args.device != "cuda", "--device", args.device, "CUDA is not available on this machine")
+        require(not args.gpus, "--gpus", args.gpus, "CUDA is not available on this machine; train on the CPU with "
+                                                    "--device cpu (--nproc N for N processes)")
+        require(args.ngpus <= 1, "--ngpus", args.ngpus, "CUDA is not available on this machine; use --nproc N "
+                                                         "for N CPU processes")
+    require(args.device != "cpu" or not args.gpus, "--gpus", args.gpus, "contradicts --device cpu")
+    require(args.amp != "fp16" or _device_type(args) == "cuda", "--amp", args.amp,
+            "fp16 autocast needs CUDA; use --amp bf16 on the CPU")
+
+
 def load_model_script(path: Path) -> ModuleType:
     if not path.is_file() or path.suffix != ".py":
         raise ConfigError(f"{path}: model script not found (expected a .py file such as models/DucoNet_256.py)")
     spec = importlib.util.spec_from_file_location(f"model_script_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: syntax error in the model script: {exc.msg}") from None
+    except ImportError as exc:
+        raise ConfigError(f"{path}: the model script cannot be imported: {exc}") from None
     for name in ("init_model", "main"):
         if not callable(getattr(module, name, None)):
             raise ConfigError(f"{path}: a model script must define {name}(cfg)")
@@ -110,6 +149,7 @@ def _gpu_ids(args: argparse.Namespace) -> list[str]:
 def run_worker(args: argparse.Namespace) -> int:
     """One training process: configuration, experiment folder, model script."""
     device_type = _device_type(args)
+    cfg = None
     try:
         info = init_distributed(device_type, args.dist_timeout)
         if args.threads:
@@ -144,6 +184,11 @@ def run_worker(args: argparse.Namespace) -> int:
         return EXIT_NON_FINITE
     except (DataError, ConfigError, CheckpointError, ExperimentError) as exc:
         logger.error(str(exc))
+        if cfg is not None and "EXP_PATH" in cfg and not args.resume_exp and info.is_main:
+            logging.shutdown()  # the log file lives in the folder
+            if remove_unused_experiment(Path(cfg.EXP_PATH)):
+                print(f"removed the new experiment folder {cfg.EXP_PATH}: the run stopped before its first "
+                      "checkpoint", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
         cleanup()
@@ -157,6 +202,12 @@ def _spawned(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        validate_args(args)
+        load_model_script(args.model_path)  # a broken script is found before any process starts
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if launched_by_torchrun():
         return run_worker(args)
     device_type = _device_type(args)

@@ -45,6 +45,7 @@ from iharm.engine.training_state import (STATE_FILE, Position, load_training_sta
 from iharm.engine.visualize import harmonization_strip, save_strip
 from iharm.inference.metrics import MetricsAccumulator, MetricVariant, format_table, image_metrics
 from iharm.model.registry import ModelSpec
+from iharm.utils.config import ConfigError
 from iharm.utils.log import logger
 
 LAST_CHECKPOINT = "last_checkpoint.pth"
@@ -109,7 +110,7 @@ class SimpleHTrainer:
         self.memory_format = torch.channels_last if cfg.get("channels_last") else torch.contiguous_format
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.get("amp", "off"))
         if self.amp_dtype is torch.float16 and self.device.type != "cuda":
-            raise ValueError("--amp fp16 needs a CUDA device (it relies on a GradScaler); use --amp bf16 on the CPU")
+            raise ConfigError("--amp fp16 needs a CUDA device (it relies on a GradScaler); use --amp bf16 on the CPU")
 
         model = model.to(self.device, memory_format=self.memory_format)
         self.optimizer = self._make_optimizer(model, optimizer, dict(optimizer_params or {}))
@@ -127,7 +128,7 @@ class SimpleHTrainer:
         self.model = model
 
         if cfg.batch_size % self.dist.world_size:
-            raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by the {self.dist.world_size} processes")
+            raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the {self.dist.world_size} processes")
         self.batch_per_rank = cfg.batch_size // self.dist.world_size
         self.train_sampler = SeededSampler(len(trainset), shuffle=True, seed=int(cfg.get("seed", 0)),
                                            num_replicas=self.dist.world_size, rank=self.dist.rank, drop_last=True)
@@ -139,7 +140,7 @@ class SimpleHTrainer:
             batch = max(1, int(cfg.get("val_batch_size", cfg.batch_size)) // self.dist.world_size)
             self.val_loader = self._loader(valset, BatchSampler(val_sampler, batch, drop_last=False))
         if len(self.train_loader) == 0:
-            raise ValueError(f"the training set ({len(trainset)} samples) is smaller than one batch of "
+            raise ConfigError(f"the training set ({len(trainset)} samples) is smaller than one batch of "
                              f"{cfg.batch_size}; lower --batch-size")
 
         self.writer = SummaryWriter(log_dir=cfg.LOGS_PATH, flush_secs=10) if self.dist.is_main else None

@@ -59,6 +59,9 @@ def init_experiment(cfg: EasyDict, model_path: Path, is_main: bool = True) -> Ea
     if is_main:
         if cfg.get("resume_exp"):
             exp_path = find_experiment(family_dir, cfg.resume_exp)
+            if not any((exp_path / "checkpoints").glob("*.pth")):
+                raise ExperimentError(f"--resume-exp {cfg.resume_exp}: {exp_path} holds no checkpoint to resume "
+                                      "from (checkpoints/ has no .pth file)")
         else:
             family_dir.mkdir(parents=True, exist_ok=True)
             name = f"{_next_number(family_dir):03d}" + (f"_{cfg.exp_name}" if cfg.get("exp_name") else "")
@@ -76,6 +79,15 @@ def init_experiment(cfg: EasyDict, model_path: Path, is_main: bool = True) -> Ea
         shutil.copy(model_path, exp_path / f"{model_path.stem}_{stamp}.py")
         save_config(cfg, exp_path / ("config.yml" if not cfg.get("resume_exp") else f"config_resume_{stamp}.yml"))
     return cfg
+
+
+def remove_unused_experiment(exp_path: Path) -> bool:
+    """Delete a new experiment folder that got no checkpoint (its run failed a check), so that a
+    failed run leaves nothing behind and the next run keeps the number. True if removed."""
+    if any((exp_path / "checkpoints").glob("*.pth")):
+        return False
+    shutil.rmtree(exp_path, ignore_errors=True)
+    return True
 
 
 def _plain(value: Any) -> Any:
