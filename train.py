@@ -8,7 +8,9 @@ All flags of the official ``train.py`` are accepted with their meaning; the
 others are for modern hardware, reproducibility and quick runs. Command-line
 values win over ``config.yml``. Exit status: 0 done (or a step / time limit
 reached), 2 bad input (data, config, checkpoint), 3 non-finite loss,
-128 + N stopped by signal N with a resumable state saved.
+128 + N stopped by signal N with a resumable state saved (a signal that comes
+while that save runs lets it finish; Ctrl-C twice aborts at once, 130, saying
+what was lost).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import logging
 import math
 import os
 import random
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -28,7 +31,7 @@ import torch
 from iharm.data.errors import DataError
 from iharm.engine.checkpoints import CheckpointError
 from iharm.engine.distributed import cleanup, init_distributed, launched_by_torchrun, spawn
-from iharm.engine.trainer import NonFiniteLossError, TrainingInterrupted
+from iharm.engine.trainer import NonFiniteLossError, TrainingAborted, TrainingInterrupted
 from iharm.utils.config import ConfigError, load_config
 from iharm.utils.exp import ExperimentError, init_experiment, remove_unused_experiment
 from iharm.utils.log import logger, setup_logging
@@ -179,6 +182,9 @@ def run_worker(args: argparse.Namespace) -> int:
     except TrainingInterrupted as exc:
         logger.warning(str(exc))
         return 128 + exc.signum
+    except TrainingAborted as exc:
+        logger.error(str(exc))
+        return 128 + signal.SIGINT
     except NonFiniteLossError as exc:
         logger.error(str(exc))
         return EXIT_NON_FINITE

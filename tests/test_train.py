@@ -179,3 +179,46 @@ def test_bargainnet_trains_through_the_same_engine(tmp_path: Path, dataset: Path
     # our checkpoint format (netG.* + netE.*) loads back through the registry, width from the file
     model = load_model("BargainNet", exp / "checkpoints/last_checkpoint.pth")
     assert model.netG.model.model[0].weight.shape[0] == 8
+
+
+def _start_long_run(tmp_path: Path, dataset: Path) -> tuple[subprocess.Popen, Path]:
+    """A training run that would go on for a long time, once its first step is done; each step
+    takes 2 s more, so that signals sent 0.3 s apart arrive inside one step."""
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), str(SCRIPT), "--device", "cpu", "--dataset-path", str(dataset),
+         "--config-path", str(_config(tmp_path)), "--workers", "0", "--batch-size", "2", "--epochs", "1000",
+         "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "IHARM_TEST_STEP_SLEEP": "2"})
+    exps = tmp_path / "exps" / "tiny_issam"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(exps.glob("000*/vis/train/*.jpg")):
+        time.sleep(0.2)
+    time.sleep(0.5)  # inside the next step's sleep
+    return process, exps
+
+
+def test_sigterm_after_ctrl_c_still_saves_and_resumes(tmp_path: Path, dataset: Path) -> None:
+    """A scheduler's SIGTERM 0.3 s after the user's Ctrl-C must not throw the pending save away."""
+    process, exps = _start_long_run(tmp_path, dataset)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT, stderr[-2000:]
+    assert "Traceback" not in stderr and "received SIGTERM while stopping" in stderr
+    checkpoints = next(exps.glob("000*")) / "checkpoints"
+    assert (checkpoints / "training_state.pth").is_file() and (checkpoints / "last_checkpoint.pth").is_file()
+    resumed = _train(tmp_path, dataset, "--resume-exp", "000", "--max-steps", "1000000", "--epochs",
+                     str(load_training_state(checkpoints / "training_state.pth")["epoch"] + 1))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
+def test_ctrl_c_twice_aborts_in_one_line(tmp_path: Path, dataset: Path) -> None:
+    process, _ = _start_long_run(tmp_path, dataset)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert "aborted by a second Ctrl-C: the steps since the last save are lost" in stderr

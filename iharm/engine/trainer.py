@@ -55,6 +55,10 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; nothing was written after the last good step."""
 
 
+class TrainingAborted(RuntimeError):
+    """Ctrl-C twice: the run ends at once, without saving; the message says what was lost."""
+
+
 class TrainingInterrupted(RuntimeError):
     """SIGTERM or Ctrl-C: a resumable state was saved before stopping."""
 
@@ -233,11 +237,19 @@ class SimpleHTrainer:
                 self.writer.close()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if self._stop_signal is not None:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self._stop_signal = signum
-        logger.warning("received %s: saving a resumable state at the end of this step",
-                       signal.Signals(signum).name)
+        """The first signal stops the run at the end of the step, after a save. Later signals
+        (a scheduler's SIGTERM after Ctrl-C, say) let that save finish; only Ctrl-C twice on
+        purpose aborts at once (the atomic writes keep the previous files whole)."""
+        if self._stop_signal is None:
+            self._stop_signal = signum
+            logger.warning("received %s: saving a resumable state at the end of this step (Ctrl-C twice: abort "
+                           "without saving)", signal.Signals(signum).name)
+            return
+        if signum == signal.SIGINT == self._stop_signal:
+            state = self.checkpoints / STATE_FILE
+            kept = f"the last saved state {state} is intact" if state.exists() else "no training state was saved yet"
+            raise TrainingAborted(f"aborted by a second Ctrl-C: the steps since the last save are lost; {kept}")
+        logger.warning("received %s while stopping: the pending save still finishes", signal.Signals(signum).name)
 
     def _limit_reached(self) -> str | None:
         max_steps = int(self.cfg.get("max_steps") or 0)

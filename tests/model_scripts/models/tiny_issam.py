@@ -7,9 +7,11 @@ Environment variables (read only by this test script):
   IHARM_TEST_KILL_AT     SIGKILL this process during the loss of this training step
   IHARM_TEST_LOSS_LOG    append "<rank> <loss>" for every training step to this file
   IHARM_TEST_DUMP_DIR    after training, save this rank's weights as rank<r>.pth there
+  IHARM_TEST_STEP_SLEEP  sleep this many seconds in every training step (signals arriving mid-step)
 """
 import os
 import signal
+import time
 
 import torch
 from easydict import EasyDict as edict
@@ -37,6 +39,7 @@ class InstrumentedLoss(MaskWeightedMSE):
             os.kill(os.getpid(), signal.SIGKILL)
         if self.calls == int(os.environ.get("IHARM_TEST_NAN_AT", 0)):
             value = value * float("nan")
+        time.sleep(float(os.environ.get("IHARM_TEST_STEP_SLEEP", 0)))
         if os.environ.get("IHARM_TEST_LOSS_LOG"):
             with open(os.environ["IHARM_TEST_LOSS_LOG"], "a") as handle:
                 handle.write(f"{self.rank} {value.mean().item():.10e}\n")
