@@ -199,3 +199,40 @@ def test_cli_builds_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert code == 0 and "8 composites" in out and "family" in out
     assert 0 < (tmp_path / "sheet.jpg").stat().st_size < 400_000
+
+
+def test_the_builder_never_deletes_its_photos_or_a_foreign_folder(tmp_path: Path) -> None:
+    photos = tmp_path / "datasets" / "HSynth" / "photos"
+    write_photo_folder(photos)
+    before = _all_files(tmp_path)
+    for root, name in ((tmp_path / "datasets", "HSynth"), (photos.parent, "photos"), (photos, "inside")):
+        with pytest.raises(DataError, match="photos folder"):
+            build_dataset(photos, root, BuildConfig(**{**CONFIG.__dict__, "name": name}), overwrite=True)
+    foreign = tmp_path / "mine" / "HSynth"
+    foreign.mkdir(parents=True)
+    (foreign / "thesis.tex").write_text("years of work")
+    with pytest.raises(DataError, match="not a dataset made by this builder"):
+        build_dataset(photos, tmp_path / "mine", CONFIG, overwrite=True)
+    assert _all_files(tmp_path) == {**before, "mine/HSynth/thesis.tex": b"years of work"}
+
+
+def test_a_failed_rebuild_keeps_the_old_dataset(built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    photos, _, _ = built
+    build_dataset(photos, tmp_path, BuildConfig(**{**CONFIG.__dict__, "workers": 1}))
+    old = _all_files(tmp_path / "HSynth")
+    calls = []
+
+    def failing(task):
+        calls.append(task)
+        if len(calls) == 3:
+            raise RuntimeError("disk on fire")
+        return real(task)
+
+    real = builder._build_photo
+    monkeypatch.setattr(builder, "_build_photo", failing)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        build_dataset(photos, tmp_path, BuildConfig(**{**CONFIG.__dict__, "workers": 1, "seed": 5}), overwrite=True)
+    assert _all_files(tmp_path / "HSynth") == old
+    monkeypatch.undo()
+    build_dataset(photos, tmp_path, BuildConfig(**{**CONFIG.__dict__, "workers": 1, "seed": 5}), overwrite=True)
+    assert _all_files(tmp_path / "HSynth") != old and sorted(p.name for p in tmp_path.iterdir()) == ["HSynth"]

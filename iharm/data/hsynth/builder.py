@@ -332,15 +332,17 @@ def build_dataset(photos_dir: Path, out_root: Path, config: BuildConfig, overwri
     """Build ``out_root/<config.name>`` from the photos in ``photos_dir``; return the summary.
 
     ``progress(iterable, total)`` may wrap the per-photo results (e.g. tqdm).
-    An existing non-empty dataset folder is an error unless ``overwrite``.
+    An existing non-empty dataset folder is an error unless ``overwrite``, and
+    then only a folder this builder made (it holds ``meta.tsv``) is replaced.
+    The build goes to a hidden folder beside it first and replaces the old
+    dataset only when it is complete: a failed or interrupted rebuild keeps it.
     """
     photos = discover_photos(photos_dir)
     split = split_photos(photos, config.test_fraction, config.seed, config.test_photos)
-    out = out_root / config.name
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise DataError(out, "exists and is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
+    target = out_root / config.name
+    _check_target(photos_dir, target, overwrite)
+    out = out_root / f".{config.name}.building"
+    shutil.rmtree(out, ignore_errors=True)  # what an interrupted build of this name left
     for sub in layout.SUBFOLDERS:
         (out / sub).mkdir(parents=True, exist_ok=True)
 
@@ -366,9 +368,37 @@ def build_dataset(photos_dir: Path, out_root: Path, config: BuildConfig, overwri
     summary.rows.sort(key=lambda row: row["composite"])
     for name in layout.SPLITS:
         listed = [row["composite"] for row in summary.rows if row["split"] == name]
-        layout.list_path(out, name).write_text("".join(f"{c}\n" for c in listed))
+        (out / layout.list_path(target, name).name).write_text("".join(f"{c}\n" for c in listed))
     write_meta(out / META_NAME, summary.rows)
+    _replace(out, target)
     return summary
+
+
+def _check_target(photos_dir: Path, target: Path, overwrite: bool) -> None:
+    """Refuse, before any work, a dataset folder that would delete or mix with the photos, and an
+    ``--overwrite`` of a folder that is not one of our builds."""
+    photos, resolved = photos_dir.resolve(), target.resolve()
+    if resolved == photos or resolved in photos.parents:
+        raise DataError(target, f"holds the photos folder {photos_dir}: building there would delete or mix with "
+                                "the inputs; choose another --out or --name")
+    if photos in resolved.parents:
+        raise DataError(target, f"is inside the photos folder {photos_dir}: the dataset would mix with its inputs")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        if not overwrite:
+            raise DataError(target, "exists and is not empty; pass --overwrite to replace it")
+        if not (target / META_NAME).is_file():
+            raise DataError(target, f"is not a dataset made by this builder (no {META_NAME}); --overwrite replaces "
+                                    "only those: remove it yourself or choose another --name")
+
+
+def _replace(built: Path, target: Path) -> None:
+    """Put the finished build in place of ``target`` (two renames; the old dataset is removed last)."""
+    old = target.with_name(f".{target.name}.replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    built.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_meta(path: Path, rows: list[dict[str, str]]) -> None:
