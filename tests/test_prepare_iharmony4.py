@@ -61,6 +61,16 @@ def test_root_lists_join_the_subset_lists(fake_root: Path) -> None:
         "HAdobe5k/composite_images/a2_1_2.jpg\nHCOCO/composite_images/c1_1_1.jpg\n")
     report = check_paths([fake_root])
     assert report.count("error") == 0, [str(p) for p in report.problems]
+    assert write_root_lists(fake_root) == {"train": 4, "test": 2}  # the same lists again: fine
+
+
+def test_other_root_lists_are_never_replaced(fake_root: Path) -> None:
+    official = "HCOCO/composite_images/c9_9_9.jpg\n"
+    (fake_root / "IHD_test.txt").write_text(official)
+    with pytest.raises(DataError, match=r"IHD_test\.txt: exists with other entries"):
+        write_root_lists(fake_root)
+    assert (fake_root / "IHD_test.txt").read_text() == official
+    assert not (fake_root / "IHD_train.txt").exists()  # nothing written when one list is refused
 
 
 def test_resized_copy_follows_the_notebook(fake_root: Path) -> None:

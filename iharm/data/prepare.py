@@ -33,6 +33,7 @@ import numpy as np
 from iharm.data.errors import DataError
 from iharm.data import layout
 from iharm.data.hsynth.imageops import downscale_to_max_side
+from iharm.utils.files import atomic_write_text
 
 #: JPEG quality of resized JPEGs (the notebook's).
 RESIZED_JPEG_QUALITY = 90
@@ -67,11 +68,12 @@ def write_root_lists(root: Path, subsets: list[str] | None = None) -> dict[str, 
     """Write ``root/IHD_<split>.txt`` for both splits from ``subsets`` (default: :func:`default_subsets`).
 
     Returns {split: entry count}. Entries keep each list's order, subsets go in the given order.
+    An existing root list with other entries (the official ones, say) is never replaced.
     """
     names = default_subsets(root) if subsets is None else subsets
     if not names:
         raise DataError(root, "no subset folders (with composite_images/) to list")
-    counts = {}
+    texts = {}
     for split in layout.SPLITS:
         lines = []
         for name in names:
@@ -79,9 +81,15 @@ def write_root_lists(root: Path, subsets: list[str] | None = None) -> dict[str, 
             if not layout.is_subset_dir(subset):
                 raise DataError(subset, "not a subset folder (no composite_images/)")
             lines += [f"{name}/composite_images/{entry}" for entry in _list_entries(layout.find_list(subset, split))]
-        layout.root_list_path(root, split).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-        counts[split] = len(lines)
-    return counts
+        texts[split] = "".join(f"{line}\n" for line in lines)
+    for split, text in texts.items():  # every list checked before any is written
+        path = layout.root_list_path(root, split)
+        if path.exists() and path.read_text(encoding="utf-8").replace("\r\n", "\n") != text:
+            raise DataError(path, "exists with other entries (iHarmony4 ships its own lists): move it away to "
+                                  "write the lists of these subsets")
+    for split, text in texts.items():
+        atomic_write_text(layout.root_list_path(root, split), text)
+    return {split: text.count("\n") for split, text in texts.items()}
 
 
 def _resize_file(job: tuple[Path, Path, int]) -> str:
