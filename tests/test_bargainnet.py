@@ -269,3 +269,19 @@ def test_load_style_encoder_from_every_layout(vector, tmp_path):
                                                       reference.state_dict().values()))
     with pytest.raises(CheckpointError, match="generator \\(G\\) checkpoint"):
         load_style_encoder(tmp_path / "latest_net_G.pth")
+
+
+@pytest.mark.parametrize("precision", [torch.float16, torch.bfloat16])
+def test_partial_conv_under_low_precision_autocast_has_no_nan(precision):
+    """In fp16, count + 1e-8 rounds to 0 outside the region: the window ratio is computed in float32."""
+    conv = PartialConv2d(3, 8, kernel_size=3, stride=2, padding=0, bias=False)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 32, 32, generator=generator)
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, 4:14, 6:20] = 1
+    with torch.no_grad():
+        expected, expected_mask = conv(x, mask)
+        with torch.autocast("cpu", dtype=precision):
+            out, new_mask = conv(x, mask)
+    assert torch.isfinite(out).all() and torch.equal(new_mask.float(), expected_mask)
+    assert (out.float() - expected).abs().max() < 0.05 * expected.abs().max()

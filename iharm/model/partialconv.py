@@ -33,10 +33,12 @@ class PartialConv2d(nn.Conv2d):
             raise ValueError(f"PartialConv2d: mask must be (B, 1, H, W) matching the input {tuple(x.shape)}, "
                              f"got {tuple(mask.shape)}")
         # The window statistics depend on the mask only; like the official layer they
-        # carry no gradient.
-        with torch.no_grad():
-            ones = torch.ones(1, 1, *self.kernel_size, dtype=mask.dtype, device=mask.device)
-            count = F.conv2d(mask, ones, stride=self.stride, padding=self.padding, dilation=self.dilation)
+        # carry no gradient. They stay in (at least) float32 under autocast: in fp16,
+        # count + 1e-8 rounds to 0 outside the region and 9 / 0 * 0 gives NaN.
+        dtype = torch.promote_types(mask.dtype, torch.float32)
+        with torch.no_grad(), torch.autocast(mask.device.type, enabled=False):
+            ones = torch.ones(1, 1, *self.kernel_size, dtype=dtype, device=mask.device)
+            count = F.conv2d(mask.to(dtype), ones, stride=self.stride, padding=self.padding, dilation=self.dilation)
             window = float(self.kernel_size[0] * self.kernel_size[1])
             update_mask = torch.clamp(count, 0, 1)
             ratio = window / (count + 1e-8) * update_mask
