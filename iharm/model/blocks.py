@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from iharm.model.fast_path import FastPathModule, derived
 
@@ -27,7 +28,7 @@ def fold_batchnorm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor,
 
 
 def _uses_running_stats(norm: nn.Module) -> bool:
-    return (isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_mean is not None
+    return (isinstance(norm, _BatchNorm) and not norm.training and norm.running_mean is not None
             and norm.affine)
 
 
@@ -148,8 +149,11 @@ def packed_conv_blocks(blocks: Sequence[ConvBlock], x: torch.Tensor) -> torch.Te
         weight = torch.cat([block.block[0].weight for block in blocks])
         bias = torch.cat([block.block[0].bias for block in blocks]) if conv.bias is not None else None
     out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, groups=len(blocks))
-    if isinstance(norm, nn.BatchNorm2d) and not blocks[0].folds_batchnorm:
-        out = packed_batch_norm([block.block[1] for block in blocks], out)
+    if isinstance(norm, _BatchNorm) and not blocks[0].folds_batchnorm:  # SyncBatchNorm too
+        if type(norm) is nn.BatchNorm2d:
+            out = packed_batch_norm([block.block[1] for block in blocks], out)
+        else:  # each norm's own call keeps its cross-process statistics
+            out = torch.cat([block.block[1](part) for block, part in zip(blocks, out.chunk(len(blocks), 1))], 1)
     return activation(out)
 
 
