@@ -139,16 +139,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
     _assert_bitwise_equal(weights, state["model"])
 
 
-def test_sigterm_saves_a_resumable_state(tmp_path: Path, dataset: Path) -> None:
-    config = _config(tmp_path)
+def _start_long_run(tmp_path: Path, dataset: Path, step_sleep: float = 0.0) -> tuple[subprocess.Popen, Path]:
+    """A training run that would go on for a long time, once its first step is done; with
+    ``step_sleep`` each step takes that much longer (signals sent 0.3 s apart arrive in one step)."""
     process = subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), str(SCRIPT), "--device", "cpu", "--dataset-path", str(dataset),
-         "--config-path", str(config), "--workers", "0", "--batch-size", "2", "--epochs", "1000", "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+         "--config-path", str(_config(tmp_path)), "--workers", "0", "--batch-size", "2", "--epochs", "1000",
+         "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "IHARM_TEST_STEP_SLEEP": str(step_sleep)})
     exps = tmp_path / "exps" / "tiny_issam"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(exps.glob("000*/vis/train/*.jpg")):
         time.sleep(0.2)
+    time.sleep(step_sleep / 4)  # inside the next step's sleep
+    return process, exps
+
+
+def test_sigterm_saves_a_resumable_state(tmp_path: Path, dataset: Path) -> None:
+    process, exps = _start_long_run(tmp_path, dataset)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
@@ -181,25 +189,9 @@ def test_bargainnet_trains_through_the_same_engine(tmp_path: Path, dataset: Path
     assert model.netG.model.model[0].weight.shape[0] == 8
 
 
-def _start_long_run(tmp_path: Path, dataset: Path) -> tuple[subprocess.Popen, Path]:
-    """A training run that would go on for a long time, once its first step is done; each step
-    takes 2 s more, so that signals sent 0.3 s apart arrive inside one step."""
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), str(SCRIPT), "--device", "cpu", "--dataset-path", str(dataset),
-         "--config-path", str(_config(tmp_path)), "--workers", "0", "--batch-size", "2", "--epochs", "1000",
-         "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        env={**os.environ, "IHARM_TEST_STEP_SLEEP": "2"})
-    exps = tmp_path / "exps" / "tiny_issam"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(exps.glob("000*/vis/train/*.jpg")):
-        time.sleep(0.2)
-    time.sleep(0.5)  # inside the next step's sleep
-    return process, exps
-
-
 def test_sigterm_after_ctrl_c_still_saves_and_resumes(tmp_path: Path, dataset: Path) -> None:
     """A scheduler's SIGTERM 0.3 s after the user's Ctrl-C must not throw the pending save away."""
-    process, exps = _start_long_run(tmp_path, dataset)
+    process, exps = _start_long_run(tmp_path, dataset, step_sleep=2)
     process.send_signal(signal.SIGINT)
     time.sleep(0.3)
     process.send_signal(signal.SIGTERM)
@@ -214,7 +206,7 @@ def test_sigterm_after_ctrl_c_still_saves_and_resumes(tmp_path: Path, dataset: P
 
 
 def test_ctrl_c_twice_aborts_in_one_line(tmp_path: Path, dataset: Path) -> None:
-    process, _ = _start_long_run(tmp_path, dataset)
+    process, _ = _start_long_run(tmp_path, dataset, step_sleep=2)
     process.send_signal(signal.SIGINT)
     time.sleep(0.3)
     process.send_signal(signal.SIGINT)
