@@ -22,6 +22,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iharm.data.hsynth.photos import MANIFEST_NAME, MAX_SIDE, POOL_PATH, fetch_photos, read_pool  # noqa: E402
+from iharm.utils.files import OutputPathError, ensure_writable_folder, refuse_outputs_over_inputs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"--packages: not in {args.pool}: {sorted(unknown)}")
         pool = [entry for entry in pool if entry.package in wanted]
+    try:  # before any download: the manifest must not replace the pool, and --out must be writable
+        refuse_outputs_over_inputs({"--out": [args.out / MANIFEST_NAME]}, [args.pool])
+        ensure_writable_folder(args.out, "--out")
+    except OutputPathError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     report = fetch_photos(args.out, args.cache or args.out / ".cache", pool, args.max_side, args.offline,
                           progress=lambda it: tqdm(it, desc="photos", unit="photo"))

@@ -14,7 +14,7 @@ import pytest
 
 from iharm.data.errors import DataError
 from iharm.data.hsynth.imageops import fitted_size
-from iharm.data.hsynth.photos import PoolEntry, decode_photo, fetch_photos, read_manifest, read_pool
+from iharm.data.hsynth.photos import POOL_PATH, PoolEntry, decode_photo, fetch_photos, read_manifest, read_pool
 from test_hsynth_rcc import build_rcc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,6 +118,15 @@ def test_cli_offline_subset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "6 photos written" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         script.main(["--out", str(tmp_path / "p"), "--packages", "no-such-package"])
+    # the manifest never replaces the pool it was asked to gather, and --out must be writable: before any work
+    pool = tmp_path / "mine" / "manifest.tsv"
+    pool.parent.mkdir()
+    pool.write_bytes(POOL_PATH.read_bytes())
+    assert script.main(["--out", str(pool.parent), "--pool", str(pool), "--offline"]) == 2
+    assert "--out" in capsys.readouterr().err and pool.read_bytes() == POOL_PATH.read_bytes()
+    (tmp_path / "file").write_text("x")
+    assert script.main(["--out", str(tmp_path / "file"), "--offline", "--packages", "scikit-image"]) == 2
+    assert "--out" in capsys.readouterr().err and sorted(p.name for p in tmp_path.iterdir()) == ["file", "mine", "p"]
 
 
 def test_without_apt_debian_packages_are_reported_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
