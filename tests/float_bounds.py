@@ -56,9 +56,9 @@ import torch
 
 #: Allowed multiple of the measured float32 rounding error (see the module docstring).
 K = 8.0
-#: Largest ``dist / noise`` over every comparison of the exactness tests in the 24 CPU settings of
-#: ``make test-portability`` on an AMD EPYC (Zen 3, AVX2) with 1 and 2 threads (2026-12-02).
-MEASURED_WORST_RATIO = 4.0
+#: Largest ``dist / noise`` over every comparison of the exactness tests in the distinct CPU settings of
+#: ``make test-portability`` on an AMD EPYC (Zen 3, AVX2, no AVX-512) with 1 and 2 threads (2026-12-02).
+MEASURED_WORST_RATIO = 5.63
 EPS32 = torch.finfo(torch.float32).eps
 
 
@@ -87,6 +87,13 @@ def float32_noise(x32: torch.Tensor, x64: torch.Tensor) -> Distance:
     return Distance(max(measured.max_abs, floor), max(measured.rel_l2, EPS32))
 
 
+def norm_noise(x32: torch.Tensor, x64: torch.Tensor) -> Distance:
+    """The rounding scale of ``|x|`` from the rounding of the whole vector ``x``: by the triangle
+    inequality ``abs(|a| - |b|) <= |a - b|``, so the vector's relative L2 error bounds the norm's."""
+    vector = float32_noise(x32, x64)
+    return Distance(vector.rel_l2 * x64.detach().double().norm().item(), vector.rel_l2)
+
+
 def _log(name: str, ratios: dict[str, float]) -> None:
     path = os.environ.get("IHARM_FLOAT_BOUNDS_LOG")
     if not path:
@@ -98,15 +105,18 @@ def _log(name: str, ratios: dict[str, float]) -> None:
 
 
 def assert_float32_close(name: str, result: torch.Tensor, reference: torch.Tensor, exact: torch.Tensor, *,
-                         rounding_of: torch.Tensor | None = None, elementwise: bool = True) -> None:
+                         rounding_of: torch.Tensor | None = None, elementwise: bool = True,
+                         noise: Distance | None = None) -> None:
     """Assert that ``result`` (float32, ours) matches ``reference`` (float32) within measured rounding.
 
     ``exact`` is our float64 result of the same computation. The rounding scale
     is that of ``rounding_of`` (``result`` by default; our plain path when a
-    fast path is compared with it). ``elementwise=False`` bounds only the
-    relative L2 norm (gradients).
+    fast path is compared with it), or ``noise`` when given: a single number
+    is one draw of rounding, too few to measure it (see :func:`norm_noise`).
+    ``elementwise=False`` bounds only the relative L2 norm (gradients).
     """
-    noise = float32_noise(result if rounding_of is None else rounding_of, exact)
+    if noise is None:
+        noise = float32_noise(result if rounding_of is None else rounding_of, exact)
     checks = {"exact": (distance(exact, reference), K), "float32": (distance(result, reference), K + 1)}
     ratios, failures = {}, []
     for label, (dist, allowed) in checks.items():
