@@ -31,12 +31,12 @@ whole tensor does (and ``cos >= 1 - rho**2 / 2`` follows from a relative norm
 ``rho``).
 
 K = 8. The official run's rounding and ours are of the same size but not the
-same draw: their measured ratio ``dist(exact, reference) / noise`` goes up to
-the value in :data:`MEASURED_WORST_RATIO` over every CPU setting of
-``make test-portability`` (the ISA and thread matrix, README "Tests").
-``tests/test_float_bounds.py`` shows that the same check fails for a wrong
-BatchNorm eps, a dropped skip connection, a wrong Lab scale and a transposed
-style weight, each far outside the bound.
+same draw: the measured ratios ``dist / noise`` of every comparison go up to
+:data:`MEASURED_WORST_RATIO` over the CPU settings of ``make test-portability``
+(the ISA and thread matrix, README "Tests"). ``test_duconet.py::
+test_the_exactness_check_catches_a_broken_implementation`` shows that the same
+check fails for a wrong BatchNorm eps, a dropped skip connection, a wrong Lab
+scale and a transposed style weight, each 1,000x or more over the rounding.
 
 A floor keeps a computation that float32 happens to get exactly right from
 having a zero bound: noise is at least one float32 epsilon of the reference's
