@@ -39,8 +39,9 @@ empty mask) is reported and every good file is still processed; existing
 outputs are skipped (``--overwrite`` redoes them); outputs are written
 atomically. Before anything is loaded, an output that would replace an input
 (an image, a mask, their folders, the checkpoint; through symbolic links and
-``..`` too) and an output folder that cannot be written are refused. Exit status: 0 if every image was harmonized (or already was),
-1 if any failed, 2 for bad arguments or checkpoints.
+``..`` too) and an output folder that cannot be written are refused. Exit
+status: 0 if every image was harmonized (or already was), 1 if any failed, 2
+for bad arguments, outputs or checkpoints.
 """
 from __future__ import annotations
 
