@@ -58,7 +58,7 @@ import torch
 K = 8.0
 #: Largest ``dist / noise`` over every comparison of the exactness tests in the distinct CPU settings of
 #: ``make test-portability`` on an AMD EPYC (Zen 3, AVX2, no AVX-512) with 1 and 2 threads (2026-12-02).
-MEASURED_WORST_RATIO = 5.63
+MEASURED_WORST_RATIO = 3.91
 EPS32 = torch.finfo(torch.float32).eps
 
 
