@@ -70,25 +70,31 @@ class OutputPathError(ValueError):
     """An output location that would replace an input, or that cannot be written: refused before any work."""
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
+def _file_id(path: Path) -> tuple[int, int] | None:
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links
+        info = path.stat()
     except OSError:
-        return False
+        return None
+    return info.st_dev, info.st_ino
 
 
 def refuse_outputs_over_inputs(outputs: Mapping[str, Iterable[str | os.PathLike]],
                                inputs: Iterable[str | os.PathLike]) -> None:
     """Raise :class:`OutputPathError` naming the flag when an output path resolves to an input file
-    or folder (through symlinks, ``..`` and hard links): an output never replaces an input."""
-    inputs = [Path(p) for p in inputs]
+    or folder (through symlinks, ``..`` and hard links): an output never replaces an input.
+
+    Each path is resolved once (a folder of many images is checked in linear time)."""
+    by_path: dict[Path, Path] = {}
+    by_id: dict[tuple[int, int], Path] = {}
+    for source in map(Path, inputs):
+        by_path.setdefault(source.resolve(), source)
+        if (file_id := _file_id(source)) is not None:
+            by_id.setdefault(file_id, source)
     for flag, paths in outputs.items():
         for path in map(Path, paths):
-            for source in inputs:
-                if _same_file(path, source):
-                    raise OutputPathError(f"{flag} {path}: is the input {source}; an output never replaces an input")
+            source = by_path.get(path.resolve()) or by_id.get(_file_id(path))
+            if source is not None:
+                raise OutputPathError(f"{flag} {path}: is the input {source}; an output never replaces an input")
 
 
 def ensure_writable_folder(folder: str | os.PathLike, flag: str) -> None:
