@@ -142,14 +142,18 @@ class BaseHDataset(Dataset):
         self.lab = lab
         self.skip_bad_samples = skip_bad_samples
 
-    def get_sample(self, index: int) -> dict[str, Any]:
-        """Raw sample: ``image``, ``target_image`` (uint8 RGB), ``mask`` (float32 HxW), ``name``."""
+    def get_sample(self, index: int, seed: int | None = None) -> dict[str, Any]:
+        """Raw sample: ``image``, ``target_image`` (uint8 RGB), ``mask`` (float32 HxW), ``name``.
+
+        ``seed`` is the sample's seed (None without a seeded sampler): datasets
+        that synthesise their samples draw from it; file datasets ignore it.
+        """
         raise NotImplementedError
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index, seed = key if isinstance(key, tuple) else (key, None)
         try:
-            sample = self.get_sample(index)
+            sample = self.get_sample(index, seed)
         except DataError as exc:
             if self.skip_bad_samples:
                 return {"skipped": str(exc)}
@@ -219,7 +223,7 @@ class HDataset(BaseHDataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def get_sample(self, index: int) -> dict[str, Any]:
+    def get_sample(self, index: int, seed: int | None = None) -> dict[str, Any]:
         entry = self.entries[index]
         try:
             image = read_image(entry.composite)
@@ -255,9 +259,9 @@ class ComposeDataset(BaseHDataset):
     def __len__(self) -> int:
         return len(self._index)
 
-    def get_sample(self, index: int) -> dict[str, Any]:
+    def get_sample(self, index: int, seed: int | None = None) -> dict[str, Any]:
         dataset, sub_index = self._index[index]
-        return self.datasets[dataset].get_sample(sub_index)
+        return self.datasets[dataset].get_sample(sub_index, seed)
 
 
 def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

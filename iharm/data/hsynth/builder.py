@@ -34,7 +34,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -209,7 +209,7 @@ def _reference(path: Path) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def _silhouette(path: Path, seed: int, name: str) -> np.ndarray:
+def silhouette_of(path: Path, seed: int, name: str) -> np.ndarray:
     """The object mask of a reference photo (GrabCut), to be reused as a shape elsewhere."""
     image = downscale_to_max_side(read_image(path), masks.WORK_SIDE)
     mask, _, _ = masks.make_mask(image, photo_rng(seed, name, 2), "object")
@@ -232,7 +232,7 @@ def _encode_png(mask: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def _given_mask(photo: Photo, shape: tuple[int, int]) -> np.ndarray:
+def given_mask(photo: Photo, shape: tuple[int, int]) -> np.ndarray:
     mask = read_mask(photo.mask_path)
     if mask.shape != shape:  # the photo may have been shrunk (--size): shrink its mask alike
         mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
@@ -242,9 +242,44 @@ def _given_mask(photo: Photo, shape: tuple[int, int]) -> np.ndarray:
     return binary
 
 
-def _make_composite(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-                    references: tuple[Photo, ...]) -> tuple[dict[str, Any], np.ndarray] | None:
-    """Draw families until a composite passes the checks; (record, composite) or None."""
+def draw_mask_kind(rng: np.random.Generator, photo: Photo) -> str:
+    """The kind of a new mask for ``photo``, drawn by its category (:data:`MASK_KIND_WEIGHTS`)."""
+    kinds = MASK_KIND_WEIGHTS[photo.category if photo.category in MASK_KIND_WEIGHTS else "unknown"]
+    return str(rng.choice(list(kinds), p=list(kinds.values())))
+
+
+def draw_donor(rng: np.random.Generator, photo: Photo, donors: Sequence[Photo]) -> Photo:
+    """The photo whose object mask a silhouette mask of ``photo`` reuses: one of ``donors``, the other
+    photos of the same split (the photo itself when there is none)."""
+    donors = donors or (photo,)
+    return donors[int(rng.integers(len(donors)))]
+
+
+def draw_mask(image: np.ndarray, rng: np.random.Generator, photo: Photo, donors: Sequence[Photo],
+              silhouette: Callable[[Photo], np.ndarray]) -> tuple[np.ndarray, str, dict[str, Any]]:
+    """A new mask for ``photo`` (uint8 RGB ``image``): its kind drawn by the photo's category, a
+    silhouette being the object mask ``silhouette(donor)`` of a donor photo.
+
+    Returns (uint8 0/255 mask, kind made, params).
+    """
+    kind = draw_mask_kind(rng, photo)
+    donor = draw_donor(rng, photo, donors) if kind == "silhouette" else None
+    mask, kind, params = masks.make_mask(image, rng, kind, None if donor is None else silhouette(donor))
+    if donor is not None:
+        params["donor"] = donor.name
+    return mask, kind, params
+
+
+def make_composite(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, references: Sequence[Photo],
+                   reference_image: Callable[[Photo], np.ndarray] | None = None,
+                   ) -> tuple[dict[str, Any], np.ndarray] | None:
+    """Draw families until a composite passes the checks; (record, composite) or None.
+
+    ``image`` is uint8 RGB, ``mask`` uint8 0/255; ``references`` are the photos a
+    colour transfer may take its statistics from, and ``reference_image(photo)``
+    their float RGB copy (default: read and shrink to :data:`REFERENCE_SIDE`, cached).
+    """
+    reference_image = reference_image or (lambda photo: _reference(photo.path))
     foreground = mask > 0
     base = image.astype(np.float32) / 255.0
     for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -255,7 +290,7 @@ def _make_composite(image: np.ndarray, mask: np.ndarray, rng: np.random.Generato
             if not references:
                 continue  # a split with a single group has no reference photo: draw another family
             ref_photo = references[int(rng.integers(len(references)))]
-            reference = _reference(ref_photo.path)
+            reference = reference_image(ref_photo)
             params["reference"] = ref_photo.name
         changed, drawn = family.apply(base, foreground, rng, reference)
         params.update(drawn)
@@ -278,30 +313,20 @@ def _build_photo(task: _Task) -> tuple[list[dict[str, str]], list[str]]:
     real_bytes, real = _encode_jpeg(image)
     (root / "real_images" / f"{photo.name}.jpg").write_bytes(real_bytes)
 
-    kinds = MASK_KIND_WEIGHTS[photo.category if photo.category in MASK_KIND_WEIGHTS else "unknown"]
     mask_count = math.ceil(config.per_photo / 2)
     rows, dropped = [], []
     for m in range(1, mask_count + 1):
         if m == 1 and photo.mask_path is not None:
-            mask, kind, mask_params = _given_mask(photo, image.shape[:2]), "given", {"file": photo.mask_path.name}
+            mask, kind, mask_params = given_mask(photo, image.shape[:2]), "given", {"file": photo.mask_path.name}
         else:
-            kind = str(rng.choice(list(kinds), p=list(kinds.values())))
-            # A silhouette is the object mask of another photo of the same split (the photo
-            # itself when the split has no other group).
-            donor = None
-            if kind == "silhouette":
-                donors = task.references or (photo,)
-                donor = donors[int(rng.integers(len(donors)))]
-            silhouette = None if donor is None else _silhouette(donor.path, config.seed, donor.name)
-            mask, kind, mask_params = masks.make_mask(image, rng, kind, silhouette)
-            if donor is not None:
-                mask_params["donor"] = donor.name
+            mask, kind, mask_params = draw_mask(image, rng, photo, task.references,
+                                                lambda donor: silhouette_of(donor.path, config.seed, donor.name))
         mask_file = f"{photo.name}_{m}.png"
         (root / "masks" / mask_file).write_bytes(_encode_png(mask))
         # Composites are numbered per mask; K composites are dealt round-robin over the masks.
         for k in range(1, len(range(m - 1, config.per_photo, mask_count)) + 1):
             name = layout.composite_name(photo.name, m, k)
-            made = _make_composite(image, mask, rng, task.references)
+            made = make_composite(image, mask, rng, task.references)
             if made is None:
                 dropped.append(name)
                 continue
