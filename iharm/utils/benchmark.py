@@ -56,6 +56,7 @@ from iharm.model.bargainnet_losses import LAMBDA_TRI, BargainNetL1, DomainTriple
 from iharm.model.fast_path import DEFAULT_FAST_PATH, FastPath, fast_path_options, set_fast_path
 from iharm.model.losses import MaskWeightedMSE
 from iharm.model.registry import ModelSpec, get_model_spec
+from iharm.utils.machine import cpu_model_and_flags, kernel_flags
 from iharm.utils.threads import thread_count
 
 SCHEMA = "iharm-benchmark/1"
@@ -349,18 +350,11 @@ class Settings:
 
 def system_info(settings: Settings) -> dict[str, Any]:
     """The machine, the software and the thread settings the numbers were taken with."""
-    cpu_model, flags = platform.processor() or platform.machine(), set()
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        cpu_model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M).group(1)
-        flags = set(re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M).group(1).split())
-    except (OSError, AttributeError):
-        pass
+    cpu_model = cpu_model_and_flags()[0]
     onednn = re.search(r"MKL-DNN v([\d.]+)", torch.__config__.show())
     info = {
         "device": settings.device, "cpu_model": cpu_model, "logical_cpus": os.cpu_count(),
-        "cpu_features": {name: name in flags for name in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16",
-                                                          "amx_bf16", "amx_tile")},
+        "cpu_features": kernel_flags(),
         "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
         "torch": torch.__version__, "onednn": onednn.group(1) if onednn else None,
         "python": platform.python_version(), "platform": platform.platform(),
