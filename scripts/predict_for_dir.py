@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from iharm.api import OFFICIAL_MASK_THRESHOLD, threshold_mask
 from iharm.data.errors import DataError
 from iharm.data.io import IMAGE_EXTENSIONS, mask_problem, read_image, read_mask, write_image
 from iharm.engine.checkpoints import CheckpointError
@@ -65,8 +66,6 @@ from iharm.model.registry import MODELS, get_model_spec
 from iharm.utils.config import ConfigError, load_config
 from iharm.utils.files import check_output_file, ensure_writable_folder, refuse_outputs_over_inputs
 from iharm.utils.log import warnings_as_lines
-
-OFFICIAL_MASK_THRESHOLD = 100 / 255
 
 
 @dataclass
@@ -172,15 +171,6 @@ def folder_jobs(images_dir: Path, masks_dir: Path, results: Path,
     return jobs, notes
 
 
-def prepare_mask(mask: np.ndarray, threshold: float | None, invert: bool) -> np.ndarray:
-    """Binarise (or keep soft) and optionally invert a float HxW mask."""
-    if threshold is not None:
-        # Compare in float32, the mask's type: 100/255 in float64 is below the float32 value of a
-        # stored 100, which would then count as foreground unlike the official `> 100`.
-        mask = (mask > np.float32(threshold)).astype(np.float32)
-    return 1.0 - mask if invert else mask
-
-
 def run_job(job: Job, predictor: Predictor, args: argparse.Namespace) -> None:
     """Read, check, harmonize and write one image; a DataError says what is wrong with which file."""
     image = read_image(job.image)
@@ -188,7 +178,7 @@ def run_job(job: Job, predictor: Predictor, args: argparse.Namespace) -> None:
     if mask.shape != image.shape[:2]:
         raise DataError(job.mask, f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {job.image} is "
                                   f"{image.shape[1]}x{image.shape[0]}; masks must have the image's size")
-    mask = prepare_mask(mask, args.threshold, args.invert_mask)
+    mask = threshold_mask(mask, args.threshold, args.invert_mask)
     problem = mask_problem(mask > 0, mask < 1)
     if problem is not None:
         raise DataError(job.mask, f"{problem} (after thresholding{' and inversion' if args.invert_mask else ''})")
