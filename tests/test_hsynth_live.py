@@ -17,6 +17,7 @@ from iharm.data.hsynth.live import LiveHSynth, hsynth_test_photos
 from iharm.data.hsynth.photos import MANIFEST_NAME, read_manifest, write_manifest
 from iharm.data.sampler import SeededSampler
 from iharm.engine.trainer import _worker_init
+from iharm.utils.threads import thread_count
 from test_hsynth_builder import write_photo_folder
 
 SIZE = 64
@@ -107,7 +108,10 @@ def test_a_resumed_epoch_draws_what_the_uninterrupted_one_drew_whatever_the_work
         sampler.skip(skip)
         loader = DataLoader(dataset, batch_size=2, sampler=sampler, num_workers=workers, collate_fn=collate_samples,
                             worker_init_fn=_worker_init if workers else None)
-        return [torch.cat([b["images"].flatten(), b["masks"].flatten(), b["images_lab"].flatten()]) for b in loader]
+        # one OpenCV thread while workers fork, as the trainer does (a running pool hangs the forked child)
+        with thread_count(1, opencv=True):
+            return [torch.cat([b["images"].flatten(), b["masks"].flatten(), b["images_lab"].flatten()])
+                    for b in loader]
 
     straight = batches(0, 0)
     resumed = batches(2, 4)  # the interrupted run had done two batches of 2
@@ -130,3 +134,21 @@ def test_a_dataset_without_a_test_list_is_refused(pool, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"needs exactly one \*test.txt list"):
         LiveHSynth(photos, tmp_path / "empty", size=SIZE)
+
+
+def test_a_mask_that_cannot_be_made_at_the_small_size_is_redrawn(pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """make_mask gives up (RuntimeError) when even a blob misses the area bounds, which happens on the
+    small copies: the bank slot or the draw is left empty and the sample draws another mask."""
+    photos, hsynth = pool
+    dataset = LiveHSynth(photos, hsynth, size=SIZE, lab="none")
+    real_make_mask, calls = masks.make_mask, []
+
+    def failing_first(image, rng, kind, silhouette=None):
+        calls.append(kind)
+        if len(calls) == 1:
+            raise RuntimeError("no acceptable mask")
+        return real_make_mask(image, rng, kind, silhouette)
+
+    monkeypatch.setattr(masks, "make_mask", failing_first)
+    sample = dataset.get_sample(0, seed=7)
+    assert len(calls) >= 2 and masks.ACCEPT_AREA[0] <= sample["mask"].mean() <= masks.ACCEPT_AREA[1]

@@ -17,6 +17,8 @@ import torch
 
 from iharm.engine.training_state import load_training_state
 from iharm.inference.utils import load_model
+from iharm.data.hsynth.builder import BuildConfig, build_dataset
+from test_hsynth_builder import write_photo_folder
 from tiny_data import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,16 +30,16 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("data"), name="Tiny", size=(48, 40), splits={"train": 8, "test": 2})
 
 
-def _config(tmp_path: Path) -> Path:
+def _config(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "config.yml"
-    path.write_text(f"EXPS_PATH: {tmp_path / 'exps'}\n")
+    path.write_text(f"EXPS_PATH: {tmp_path / 'exps'}\n{extra}")
     return path
 
 
 def _train(tmp_path: Path, dataset: Path, *extra: str, env: dict[str, str] | None = None,
-           launcher: tuple[str, ...] = (), timeout: int = 300) -> subprocess.CompletedProcess:
+           launcher: tuple[str, ...] = (), timeout: int = 300, config: str = "") -> subprocess.CompletedProcess:
     command = [*(launcher or (sys.executable,)), str(REPO / "train.py"), str(SCRIPT), "--device", "cpu",
-               "--dataset-path", str(dataset), "--config-path", str(_config(tmp_path)), "--workers", "0",
+               "--dataset-path", str(dataset), "--config-path", str(_config(tmp_path, config)), "--workers", "0",
                "--batch-size", "2", "--seed", "1", "--threads", "1", *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
                           env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
@@ -94,6 +96,29 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_exact(tmp_path: Path, dataset:
     assert "resumed exactly" in resumed.stderr
     _assert_bitwise_equal(_weights(_experiment(tmp_path, "000") / "checkpoints/last_checkpoint.pth"),
                           _weights(interrupted / "checkpoints/last_checkpoint.pth"))
+
+
+def test_on_the_fly_hsynth_resumes_bitwise_exactly_with_loader_workers(tmp_path: Path,
+                                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same SIGKILL-and-resume check with a new composite per sample (LiveHSynth), made in 2 workers."""
+    root = tmp_path_factory.mktemp("live-pool")
+    write_photo_folder(root / "photos")
+    test_photos = frozenset({"scikit-motorcycle-left", "scikit-motorcycle-right", "scikit-rocket"})
+    build_dataset(root / "photos", root, BuildConfig(per_photo=1, workers=1, test_photos=test_photos))
+    common = ("--epochs", "3", "--deterministic", "--state-every", "1", "--workers", "2")
+    env = {"IHARM_TEST_LIVE_SIZE": "48"}
+    config = f"PHOTOS_PATH: {root / 'photos'}\n"
+    assert _train(tmp_path, root / "HSynth", *common, "--exp-name", "straight", env=env,
+                  config=config).returncode == 0
+    # 5 training photos x 4 samples, batch 2: 10 steps an epoch; the 14th is step 4 of epoch 2
+    killed = _train(tmp_path, root / "HSynth", *common, "--exp-name", "killed", config=config,
+                    env={**env, "IHARM_TEST_KILL_AT": "14"})
+    assert killed.returncode == -signal.SIGKILL
+    resumed = _train(tmp_path, root / "HSynth", *common, "--resume-exp", "001", env=env, config=config)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed exactly" in resumed.stderr
+    _assert_bitwise_equal(_weights(_experiment(tmp_path, "000") / "checkpoints/last_checkpoint.pth"),
+                          _weights(_experiment(tmp_path, "001") / "checkpoints/last_checkpoint.pth"))
 
 
 def test_ddp_two_gloo_processes_match_one_process(tmp_path: Path, dataset: Path) -> None:

@@ -18,8 +18,9 @@ import torch
 from easydict import EasyDict
 from torch import nn
 
+from iharm.data.hdataset import BaseHDataset
 from iharm.data.transforms import HCompose
-from iharm.engine.datasets import recipe_dataset
+from iharm.engine.datasets import live_hsynth_dataset, recipe_dataset
 from iharm.engine.schedules import WarmupCosineLR
 from iharm.engine.trainer import SimpleHTrainer
 from iharm.utils.config import ConfigError
@@ -33,19 +34,19 @@ def train_recipe(model: nn.Module, cfg: EasyDict, model_cfg: EasyDict, *, loss_c
                  num_epochs: int, lr_milestones: Sequence[int], lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  keep_background_prob: float = 0.05, min_foreground_area: float = 10.0,
                  checkpoint_interval: int = 10, image_dump_interval: int = 1000,
-                 train_augmentator: HCompose | None = None) -> SimpleHTrainer:
+                 train_augmentator: HCompose | None = None, live_size: int | None = None) -> SimpleHTrainer:
     """Train with RandomResizedCrop(crop, scale 0.5-1) + HorizontalFlip, validation at Resize(crop),
-    Adam(lr, betas, eps 1e-8), MultiStepLR(milestones, gamma 0.1) stepped per epoch."""
+    Adam(lr, betas, eps 1e-8), MultiStepLR(milestones, gamma 0.1) stepped per epoch.
+
+    With ``live_size`` the training set is on-the-fly HSynth (see :func:`train_for_time`)."""
     cfg.val_batch_size = cfg.batch_size
-    lab = "original" if model_cfg.spec.needs_lab else "none"
-    skip = bool(cfg.get("skip_bad_samples"))
     train_augmentator = train_augmentator or HCompose([A.RandomResizedCrop(size=crop_size, scale=(0.5, 1.0)),
                                                        A.HorizontalFlip()])
-    trainset = recipe_dataset(cfg, train_keys, "train", augmentator=train_augmentator,
-                              keep_background_prob=keep_background_prob, min_foreground_area=min_foreground_area,
-                              lab=lab, skip_bad_samples=skip)
+    trainset = _training_set(cfg, model_cfg, train_keys, live_size, augmentator=train_augmentator,
+                             keep_background_prob=keep_background_prob, min_foreground_area=min_foreground_area)
     valset = recipe_dataset(cfg, val_keys, "test", augmentator=HCompose([A.Resize(*crop_size)]),
-                            keep_background_prob=-1.0, lab=lab, skip_bad_samples=skip)
+                            keep_background_prob=-1.0, lab=_lab_mode(model_cfg),
+                            skip_bad_samples=bool(cfg.get("skip_bad_samples")))
     trainer = SimpleHTrainer(
         model, cfg, model_cfg, loss_cfg, trainset, valset,
         optimizer="adam", optimizer_params={"lr": lr, "betas": betas, "eps": 1e-8},
@@ -59,7 +60,8 @@ def train_for_time(model: nn.Module, cfg: EasyDict, model_cfg: EasyDict, *, loss
                    train_keys: Sequence[str], augmentator: HCompose, lr: float, warmup_minutes: float,
                    final_lr_ratio: float, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0,
                    keep_background_prob: float = 0.05, min_foreground_area: float = 10.0,
-                   snapshot_minutes: float = 5.0, image_dump_interval: int = 1000) -> SimpleHTrainer:
+                   snapshot_minutes: float = 5.0, image_dump_interval: int = 1000,
+                   live_size: int | None = None) -> SimpleHTrainer:
     """Train for ``--max-train-minutes`` of wall-clock time: Adam(W), warm-up + cosine to the end of that time.
 
     The learning rate rises linearly from 1 % to ``lr`` over ``warmup_minutes``
@@ -69,14 +71,16 @@ def train_for_time(model: nn.Module, cfg: EasyDict, model_cfg: EasyDict, *, loss
     every ``snapshot_minutes`` (``tMMMmin.pth``) and at the end
     (``last_checkpoint.pth``), to be evaluated afterwards, so evaluation never
     takes training time.
+
+    With ``live_size`` the training set is on-the-fly HSynth
+    (:func:`~iharm.engine.datasets.live_hsynth_dataset`: photos held at
+    ``live_size`` px, a new composite per sample) instead of ``train_keys``.
     """
     minutes = float(cfg.get("max_train_minutes") or 0)
     if minutes <= 0:
         raise ConfigError("this recipe trains for a time budget: give --max-train-minutes")
-    trainset = recipe_dataset(cfg, train_keys, "train", augmentator=augmentator,
-                              keep_background_prob=keep_background_prob, min_foreground_area=min_foreground_area,
-                              lab="original" if model_cfg.spec.needs_lab else "none",
-                              skip_bad_samples=bool(cfg.get("skip_bad_samples")))
+    trainset = _training_set(cfg, model_cfg, train_keys, live_size, augmentator=augmentator,
+                             keep_background_prob=keep_background_prob, min_foreground_area=min_foreground_area)
     trainer = SimpleHTrainer(
         model, cfg, model_cfg, loss_cfg, trainset, None,
         optimizer="adamw" if weight_decay else "adam",
@@ -87,6 +91,19 @@ def train_for_time(model: nn.Module, cfg: EasyDict, model_cfg: EasyDict, *, loss
         snapshot_minutes=snapshot_minutes)
     trainer.run(UNBOUNDED_EPOCHS)
     return trainer
+
+
+def _lab_mode(model_cfg: EasyDict) -> str:
+    return "original" if model_cfg.spec.needs_lab else "none"
+
+
+def _training_set(cfg: EasyDict, model_cfg: EasyDict, train_keys: Sequence[str], live_size: int | None,
+                  **kwargs: Any) -> BaseHDataset:
+    """The recipe's training datasets, or on-the-fly HSynth at ``live_size`` px."""
+    kwargs.update(lab=_lab_mode(model_cfg), skip_bad_samples=bool(cfg.get("skip_bad_samples")))
+    if live_size:
+        return live_hsynth_dataset(cfg, live_size, **kwargs)
+    return recipe_dataset(cfg, train_keys, "train", **kwargs)
 
 
 def flip_and_crop(size: int, crop_scale: tuple[float, float] | None) -> HCompose:

@@ -186,6 +186,10 @@ class SimpleHTrainer:
 
     def _loader(self, dataset: BaseHDataset, batch_sampler: BatchSampler) -> DataLoader:
         workers = int(self.cfg.get("workers", 0))
+        if workers > 0:
+            # OpenCV's thread pool does not survive a fork: a worker forked while the pool runs hangs in
+            # its first cv2 call. One OpenCV thread in this process stops the pool before workers fork.
+            cv2.setNumThreads(1)
         return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate_samples,
                           pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
                           worker_init_fn=_worker_init if workers > 0 else None,
@@ -211,6 +215,7 @@ class SimpleHTrainer:
                 self.scaler.load_state_dict(state["scaler"])
             restore_rng(state["rng"])
             self.position = Position(state["epoch"], state["step"], state["global_step"])
+            self._resume_clock(state)
             logger.info("resumed exactly from %s: epoch %d, step %d (global step %d)", state_path,
                         self.position.epoch, self.position.step, self.position.global_step)
             return
@@ -460,6 +465,17 @@ class SimpleHTrainer:
             raise OSError(f"could not write {path} ({exc.strerror or exc}); the previous file, if any, is intact "
                           "(checkpoints are written to a temporary file and renamed)") from exc
 
+    def _resume_clock(self, state: dict[str, Any]) -> None:
+        """Count the training time of the interrupted run: ``--max-train-minutes`` and the time snapshots
+        go on from where it stopped (states written before ``train_seconds`` existed: the time-based
+        scheduler's own clock, else zero)."""
+        seconds = state.get("train_seconds")
+        if seconds is None:
+            seconds = float((state.get("scheduler") or {}).get("elapsed_seconds", 0.0))
+        self._started = time.monotonic() - float(seconds)
+        if self.snapshot_minutes:
+            self._snapshots_written = int(seconds // (60 * self.snapshot_minutes))
+
     def _write_due_snapshots(self) -> None:
         """Weights as ``tMMMmin.pth`` each time the training time passes a multiple of ``snapshot_minutes``.
 
@@ -480,7 +496,8 @@ class SimpleHTrainer:
             try:
                 save_training_state(self.checkpoints / STATE_FILE, model_state=unwrap(self.model).state_dict(),
                                     optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
-                                    position=self.position, seed=int(self.cfg.get("seed", 0)))
+                                    position=self.position, seed=int(self.cfg.get("seed", 0)),
+                                    train_seconds=time.monotonic() - self._started)
             except OSError as exc:
                 raise OSError(f"could not write {self.checkpoints / STATE_FILE} ({exc.strerror or exc}); the "
                               "previous training state is intact") from exc

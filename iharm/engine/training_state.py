@@ -56,8 +56,9 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def save_training_state(path: Path, *, model_state: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
                         scheduler: Any, scaler: torch.amp.GradScaler | None, position: Position,
-                        seed: int) -> None:
-    """Write the state atomically (a crash leaves the previous state file intact)."""
+                        seed: int, train_seconds: float = 0.0) -> None:
+    """Write the state atomically (a crash leaves the previous state file intact). ``train_seconds`` is the
+    training time so far, which a resumed run goes on counting (``--max-train-minutes``, time snapshots)."""
     save_atomic({
         "format": FORMAT,
         "model": model_state,
@@ -68,6 +69,7 @@ def save_training_state(path: Path, *, model_state: dict[str, torch.Tensor], opt
         "step": position.step,
         "global_step": position.global_step,
         "seed": seed,
+        "train_seconds": float(train_seconds),
         "rng": capture_rng(),
     }, path)
 

@@ -1,9 +1,9 @@
 """BargainNet on HSynth within an hour on a 2-core CPU (the paper recipe is 200 epochs at batch 1).
 
     python train.py models/hsynth/BargainNet_hsynth.py --device cpu --threads 2 --workers 1 \
-        --dataset-path experiments/quality/data/HSynthW256 --batch-size 4 --lr 5e-4 --max-train-minutes 60
+        --batch-size 4 --lr 5e-4 --max-train-minutes 60
 
-Trains on the 256 x 256 working copy of HSynth-train (see models/hsynth/iSSAM_hsynth.py). G has eight
+Trains on on-the-fly HSynth at 256 x 256 (LIVE_SIZE; see models/hsynth/iSSAM_hsynth.py). G has eight
 stride-2 levels, so the working resolution stays 256. What differs from models/BargainNet_256.py:
 * ``--lr`` is the peak of a linear warm-up and a cosine decay that ends with ``--max-train-minutes``
   (the paper: constant 1e-4 for 200 epochs);
@@ -20,6 +20,7 @@ from iharm.model.bargainnet_losses import LAMBDA_TRI, BargainNetL1, DomainTriple
 from iharm.model.losses import MaskWeightedMSE
 from iharm.model.registry import get_model_spec
 
+LIVE_SIZE = 256             # on-the-fly HSynth at this size; None: the fixed --dataset-path folder
 WORK_SIZE = 256             # G needs multiples of 256
 CROP_SCALE = None           # RandomResizedCrop area range; None: the whole image
 NGF = 16                    # G's width (64: the paper model; 16: the width of the official test vector, 2.5x
@@ -51,4 +52,4 @@ def train(model, cfg, model_cfg):
         model, cfg, model_cfg, loss_cfg=loss_cfg, train_keys=("HSYNTH_PATH",),
         augmentator=flip_and_crop(WORK_SIZE, CROP_SCALE),
         lr=cfg.lr, warmup_minutes=WARMUP_MINUTES, final_lr_ratio=FINAL_LR_RATIO,
-        keep_background_prob=0.05, min_foreground_area=1.0, snapshot_minutes=SNAPSHOT_MINUTES)
+        keep_background_prob=0.05, min_foreground_area=1.0, snapshot_minutes=SNAPSHOT_MINUTES, live_size=LIVE_SIZE)

@@ -1,11 +1,15 @@
 """DucoNet on HSynth within an hour on a 2-core CPU (the paper recipe is made for 120 GPU epochs).
 
     python train.py models/hsynth/DucoNet_hsynth.py --device cpu --threads 2 --workers 1 \
-        --dataset-path experiments/quality/data/HSynthW256 --batch-size 16 --lr 3e-3 --max-train-minutes 60
+        --batch-size 16 --lr 3e-3 --max-train-minutes 60
 
-Trains on a working copy of HSynth-train resized to 256 x 256 as the Fixed256
-evaluation resizes (``iharm.data.hsynth.subsets.write_working_copy``; made by
-``scripts/benchmark_quality.py``). What differs from models/DucoNet_256.py, and
+Trains on on-the-fly HSynth (``iharm.data.hsynth.live``): every sample is a new
+composite of a training photo of ``PHOTOS_PATH``, made at 256 x 256 as the
+Fixed256 evaluation resizes; the photos of the fixed HSynth-test split
+(``--dataset-path``, else ``HSYNTH_PATH``) are never drawn. With LIVE_SIZE None
+it trains on the fixed folder ``--dataset-path`` instead (e.g. a 256 x 256
+working copy of HSynth-train, ``iharm.data.hsynth.subsets.write_working_copy``).
+What differs from models/DucoNet_256.py, and
 why (measured in docs/quality.md):
 * the fusion gate starts at a = sigmoid(3 * GATE_LOGIT): the output begins at
   the composite (the Composite baseline), not at a random image;
@@ -20,6 +24,7 @@ from iharm.model.initializer import init_duconet_weights
 from iharm.model.losses import MaskWeightedMSE
 from iharm.model.registry import get_model_spec
 
+LIVE_SIZE = 256             # on-the-fly HSynth at this size; None: the fixed --dataset-path folder
 WORK_SIZE = 64              # training crops, px (evaluation is at 256)
 CROP_SCALE = (0.5, 1.0)     # RandomResizedCrop area range; None: the whole image, resized
 GATE_LOGIT = 0.5            # fusion gate a = sigmoid(3 * 0.5) = 0.82 at the start; None: official init only
@@ -47,4 +52,4 @@ def train(model, cfg, model_cfg):
         model, cfg, model_cfg, loss_cfg=edict(pixel_loss=MaskWeightedMSE(min_area=100), pixel_loss_weight=1.0),
         train_keys=("HSYNTH_PATH",), augmentator=flip_and_crop(WORK_SIZE, CROP_SCALE),
         lr=cfg.lr, warmup_minutes=WARMUP_MINUTES, final_lr_ratio=FINAL_LR_RATIO,
-        keep_background_prob=0.05, min_foreground_area=10.0, snapshot_minutes=SNAPSHOT_MINUTES)
+        keep_background_prob=0.05, min_foreground_area=10.0, snapshot_minutes=SNAPSHOT_MINUTES, live_size=LIVE_SIZE)

@@ -35,7 +35,6 @@ from iharm.data.hsynth.builder import (Photo, discover_photos, draw_donor, draw_
 from iharm.data.hsynth import masks
 from iharm.data.io import read_image
 from iharm.data.layout import real_name
-from iharm.utils.threads import thread_count
 
 #: A sample draws up to this many masks until one passes the area and appearance checks.
 MASK_TRIES = 4
@@ -90,7 +89,7 @@ class LiveHSynth(BaseHDataset):
     ``size``) and upsampled with a smooth edge (the builder makes them at 384 px
     for 1024 px photos). Region, blob and silhouette masks are drawn anew for
     every sample; object masks (GrabCut: 75 ms at 128 px against 14 ms for a
-    region, AMD EPYC Zen 3, one thread) come from a bank of
+    region, Intel Xeon with AMX, one thread) come from a bank of
     :data:`OBJECT_BANK` per photo, each made once, on first use, from the seed,
     the photo and its slot, so they too depend on nothing but the seed.
     """
@@ -107,14 +106,11 @@ class LiveHSynth(BaseHDataset):
             raise ValueError(f"per_photo must be >= 1, got {per_photo}")
         self.photos, self.excluded = training_photos(Path(photos_dir), test_dataset)
         self.size, self.per_photo, self.seed = size, per_photo, seed
-        # One OpenCV thread: a process that has run OpenCV's thread pool and then forks (the
-        # DataLoader's workers) hangs in the child's first cv2.setNumThreads.
-        with thread_count(1, opencv=True):
-            self.images = {photo.name: _fixed_size(read_image(photo.path), size) for photo in self.photos}
-            self.small = {name: cv2.resize(image, (mask_side, mask_side), interpolation=cv2.INTER_AREA)
-                          for name, image in self.images.items()}
-            self.given = {photo.name: given_mask(photo, (size, size))
-                          for photo in self.photos if photo.mask_path is not None}
+        self.images = {photo.name: _fixed_size(read_image(photo.path), size) for photo in self.photos}
+        self.small = {name: cv2.resize(image, (mask_side, mask_side), interpolation=cv2.INTER_AREA)
+                      for name, image in self.images.items()}
+        self.given = {photo.name: given_mask(photo, (size, size))
+                      for photo in self.photos if photo.mask_path is not None}
         groups = {photo.group for photo in self.photos}
         self._references = {group: tuple(p for p in self.photos if p.group != group) for group in groups}
         self._object_masks: dict[tuple[str, int], np.ndarray] = {}
@@ -131,7 +127,11 @@ class LiveHSynth(BaseHDataset):
         """Object mask ``slot`` of a photo's bank (boolean, ``mask_side`` px), made on first use."""
         key = (photo.name, slot)
         if key not in self._object_masks:
-            mask, _, _ = masks.make_mask(self.small[photo.name], photo_rng(self.seed, photo.name, 3, slot), "object")
+            try:
+                mask, _, _ = masks.make_mask(self.small[photo.name], photo_rng(self.seed, photo.name, 3, slot),
+                                             "object")
+            except RuntimeError:  # no acceptable area even as a blob: an empty slot, redrawn by the sample
+                mask = np.zeros(self.small[photo.name].shape[:2], np.uint8)
             self._object_masks[key] = mask > 0
         return self._object_masks[key]
 
@@ -143,9 +143,15 @@ class LiveHSynth(BaseHDataset):
         if kind == "object":
             small = self.object_mask(photo, int(rng.integers(OBJECT_BANK)))
         else:
-            donor = draw_donor(rng, photo, self._references[photo.group]) if kind == "silhouette" else None
-            silhouette = None if donor is None else self.object_mask(donor, 0)
-            small = masks.make_mask(self.small[photo.name], rng, kind, silhouette)[0] > 0
+            silhouette = None
+            if kind == "silhouette":
+                silhouette = self.object_mask(draw_donor(rng, photo, self._references[photo.group]), 0)
+                if not silhouette.any():  # the donor's first bank slot is empty
+                    kind, silhouette = "blob", None
+            try:
+                small = masks.make_mask(self.small[photo.name], rng, kind, silhouette)[0] > 0
+            except RuntimeError:  # no acceptable area even as a blob (small copies): redrawn by the sample
+                small = np.zeros(self.small[photo.name].shape[:2], bool)
         return masks.upsample_mask(small, (self.size, self.size))
 
     def get_sample(self, index: int, seed: int | None = None) -> dict[str, Any]:
@@ -154,7 +160,7 @@ class LiveHSynth(BaseHDataset):
         image = self.images[photo.name]
         for _ in range(MASK_TRIES):
             mask = self.draw_mask(photo, rng)
-            if not masks.area_ok(mask):  # upsampling moved the area out of bounds: draw another
+            if not masks.area_ok(mask):  # no mask at this size, or upsampling moved its area: draw another
                 continue
             made = make_composite(image, mask, rng, self._references[photo.group], self.reference_image)
             if made is not None:

@@ -8,6 +8,7 @@ Environment variables (read only by this test script):
   IHARM_TEST_LOSS_LOG    append "<rank> <loss>" for every training step to this file
   IHARM_TEST_DUMP_DIR    after training, save this rank's weights as rank<r>.pth there
   IHARM_TEST_STEP_SLEEP  sleep this many seconds in every training step (signals arriving mid-step)
+  IHARM_TEST_LIVE_SIZE   train on on-the-fly HSynth at this size (PHOTOS_PATH; --dataset-path: its test split)
 """
 import os
 import signal
@@ -51,7 +52,8 @@ def main(cfg):
     trainer = train_recipe(
         model, cfg, model_cfg, loss_cfg=edict(pixel_loss=InstrumentedLoss(cfg.dist.rank), pixel_loss_weight=1.0),
         train_keys=("HSYNTH_PATH",), val_keys=("HSYNTH_PATH",), crop_size=(32, 32), num_epochs=2,
-        lr_milestones=(3,), lr=cfg.lr, checkpoint_interval=1, image_dump_interval=2)
+        lr_milestones=(3,), lr=cfg.lr, checkpoint_interval=1, image_dump_interval=2,
+        live_size=int(os.environ.get("IHARM_TEST_LIVE_SIZE", 0)) or None)
     if os.environ.get("IHARM_TEST_DUMP_DIR"):
         module = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
         torch.save(module.state_dict(), os.path.join(os.environ["IHARM_TEST_DUMP_DIR"], f"rank{cfg.dist.rank}.pth"))
