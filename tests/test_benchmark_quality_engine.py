@@ -98,3 +98,13 @@ def test_time_bounded_recipe_snapshots_and_decays_per_step(tmp_path: Path) -> No
     assert state["global_step"] > 4  # several epochs of 4 steps
     # the scheduler was stepped per step and its cosine ended with the time budget: lr near 0.1 x 0.01
     assert state["scheduler"]["_last_lr"][0] == pytest.approx(0.001, rel=0.2)
+    # the state holds the training time; a resume counts it, so this finished budget trains no further step
+    assert 3.0 <= state["train_seconds"] < 30.0
+    written = {path: path.stat().st_mtime_ns for path in snapshots}
+    resumed = subprocess.run([*command, "--resume-exp", experiment.name[:3]], capture_output=True, text=True,
+                             timeout=300, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "--max-train-minutes 0.05 reached" in resumed.stderr
+    after = load_training_state(checkpoints / "training_state.pth")
+    assert after["global_step"] == state["global_step"]
+    assert {path: path.stat().st_mtime_ns for path in checkpoints.glob("t*min.pth")} == written  # none rewritten

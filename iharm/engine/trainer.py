@@ -121,6 +121,7 @@ class SimpleHTrainer:
         self.scheduler_interval = scheduler_interval
         self.snapshot_minutes = float(snapshot_minutes)
         self._snapshots_written = 0
+        self._trained_before = 0.0  # training seconds of the run this one resumes
         self.metric_variant = metric_variant
         self.checkpoints = Path(cfg.CHECKPOINTS_PATH)
         self.memory_format = torch.channels_last if cfg.get("channels_last") else torch.contiguous_format
@@ -162,7 +163,7 @@ class SimpleHTrainer:
 
         self.writer = SummaryWriter(log_dir=cfg.LOGS_PATH, flush_secs=10) if self.dist.is_main else None
         self._stop_signal: int | None = None
-        self._started = time.monotonic()
+        self._started = time.monotonic() - self._trained_before  # the training clock, across resumes
         self._last_state_save = time.monotonic()
         self.skipped: list[str] = []
         logger.info("model %s: %d parameters", type(unwrap(model)).__name__,
@@ -472,7 +473,7 @@ class SimpleHTrainer:
         seconds = state.get("train_seconds")
         if seconds is None:
             seconds = float((state.get("scheduler") or {}).get("elapsed_seconds", 0.0))
-        self._started = time.monotonic() - float(seconds)
+        self._trained_before = float(seconds)
         if self.snapshot_minutes:
             self._snapshots_written = int(seconds // (60 * self.snapshot_minutes))
 
