@@ -38,8 +38,8 @@ from PIL import Image
 from iharm.data.io import mask_problem, read_image, read_mask
 from iharm.inference.full_resolution import Method, WorkingResolution, harmonize_full_resolution
 from iharm.inference.harmony_score import HarmonyResult, HarmonyScorer
-from iharm.inference.predictor import Predictor
-from iharm.inference.utils import load_model
+from iharm.inference.evaluation import PRECISION_CHOICES, build_predictor
+from iharm.inference.predictor import PRECISIONS
 from iharm.model.registry import get_model_spec
 
 ImageLike = Union[np.ndarray, Image.Image, str, os.PathLike]
@@ -49,8 +49,6 @@ MaskLike = Union[np.ndarray, Image.Image, str, os.PathLike]
 OFFICIAL_MASK_THRESHOLD = 100 / 255
 #: Where shipped weights lie (``checkpoints/hsynth/<model>_hsynth.pth``), the default checkpoint.
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "hsynth"
-#: ``precision`` spellings: the Predictor's names and the command line's ``fp32``.
-_PRECISION_ALIASES = {"fp32": "float32", "float32": "float32", "bf16": "bf16", "fp16": "fp16"}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -156,9 +154,9 @@ class Harmonizer:
                  method: Method = "affine", keep_background: bool = True,
                  mask_threshold: float | None = OFFICIAL_MASK_THRESHOLD,
                  score_checkpoint: str | os.PathLike | None = None) -> None:
-        spec = get_model_spec(model)  # KeyError naming the registered models
-        if precision not in _PRECISION_ALIASES:
-            raise ValueError(f"precision {precision!r}: expected one of {', '.join(_PRECISION_ALIASES)}")
+        get_model_spec(model)  # KeyError naming the registered models, before anything loads
+        if PRECISION_CHOICES.get(precision, precision) not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISION_CHOICES)}")
         if mask_threshold is not None and not 0.0 <= mask_threshold < 1.0:
             raise ValueError(f"mask_threshold {mask_threshold}: expected a number in [0, 1) or None (soft masks)")
         self.resolution = WorkingResolution(resize, resize_mode)  # ValueError for a bad size or mode
@@ -166,8 +164,7 @@ class Harmonizer:
         self.checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint(model)
         self.model_name, self.method, self.keep_background = model, method, keep_background
         self.mask_threshold = mask_threshold
-        self.predictor = Predictor(load_model(model, self.checkpoint, self.device), spec, self.device,
-                                   precision=_PRECISION_ALIASES[precision])
+        self.predictor = build_predictor(model, self.checkpoint, self.device, precision=precision)
         self._score_checkpoint = score_checkpoint or (self.checkpoint if model == "BargainNet" else None)
         self._scorer: HarmonyScorer | None = None
 

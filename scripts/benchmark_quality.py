@@ -60,7 +60,7 @@ from iharm.data.hsynth.imageops import write_png  # noqa: E402
 from iharm.data.hsynth.subsets import family_of, write_working_copy  # noqa: E402
 from iharm.data.io import read_image, read_mask, write_image  # noqa: E402
 from iharm.data.transforms import HCompose, resize_transform  # noqa: E402
-from iharm.engine.training_state import STATE_FILE, load_training_state  # noqa: E402
+from iharm.engine.training_state import STATE_FILE, load_training_state, trained_seconds  # noqa: E402
 from iharm.inference.evaluation import COMPOSITE, build_predictor  # noqa: E402
 from iharm.inference.metrics import METRIC_NAMES  # noqa: E402
 from iharm.model.registry import get_model_spec  # noqa: E402
@@ -340,14 +340,6 @@ def unfinished_experiment(paths: Paths, run: Run) -> Path | None:
     return None
 
 
-def trained_seconds(exp: Path) -> float:
-    """Training time of an experiment from its training state: the trainer's clock, or the time-based
-    scheduler's when that is longer (states whose resumed process restarted the trainer's clock)."""
-    state = load_training_state(exp / "checkpoints" / STATE_FILE)
-    return max(float(state.get("train_seconds") or 0.0),
-               float((state.get("scheduler") or {}).get("elapsed_seconds", 0.0)))
-
-
 def train_run(paths: Paths, run: Run, minutes: float, args: argparse.Namespace, held_out_family: str) -> Path:
     """Train ``run`` for ``minutes`` unless it already finished; returns its experiment folder."""
     existing = experiment_dir(paths, run)
@@ -366,7 +358,8 @@ def train_run(paths: Paths, run: Run, minutes: float, args: argparse.Namespace, 
     # Training continues run after run: a final run starts from the weights shipped last time.
     shipped = shipped_card(paths, run.model) if run in FINAL_RUNS and not args.fresh else None
     interrupted = unfinished_experiment(paths, run)
-    spent = interrupted is not None and trained_seconds(interrupted) >= 60 * minutes
+    spent = interrupted is not None and \
+        trained_seconds(load_training_state(interrupted / "checkpoints" / STATE_FILE)) >= 60 * minutes
     if spent:  # stopped after its budget ran out (e.g. Ctrl-C while saving): recorded as it stands
         log(f"{run.name}: the interrupted {interrupted} has trained its {minutes:g} minutes; recorded, not resumed")
     elif interrupted is not None:  # killed or crashed: resumed exactly, its training time counted
@@ -385,7 +378,7 @@ def train_run(paths: Paths, run: Run, minutes: float, args: argparse.Namespace, 
     record = {"run": asdict(run), "minutes": minutes, "seed": args.seed, "batch_size": batch_size,
               "command": " ".join(relative(c) if isinstance(c, Path) else str(c) for c in command),
               "steps": int(state["global_step"]), "images": images, "wall_seconds": wall,
-              "resumed": interrupted is not None, "trained_minutes": trained_seconds(exp) / 60,
+              "resumed": interrupted is not None, "trained_minutes": trained_seconds(state) / 60,
               "images_per_second": images / (60 * minutes) if not args.max_steps else images / wall,
               "epochs": images / max(1, len(layout.find_list(data, "train").read_text().split())),
               "cpu_count": os.cpu_count(), "threads": args.threads, "workers": args.workers, **load.summary(),

@@ -14,22 +14,11 @@ from PIL import Image
 import iharm
 from iharm import api
 from iharm.data.io import read_image, read_mask
-from iharm.model.initializer import init_issam_weights
-from iharm.model.registry import get_model_spec
 from test_evaluate import load_script
+from test_predict_for_dir import checkpoint  # noqa: F401 (the seeded iSSAM weights fixture)
 
 predict_for_dir = load_script("predict_for_dir")
 IMAGE, MASK = "composites_no_gt/bargainnet_example_1.png", "composites_no_gt/bargainnet_example_1_mask.png"
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = get_model_spec("iSSAM").build()
-    init_issam_weights(model)
-    path = tmp_path_factory.mktemp("ckpt") / "issam_seeded.pth"
-    torch.save(model.state_dict(), path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ from iharm.data.sampler import SeededSampler
 from iharm.engine.checkpoints import clean_state_dict, load_state_dict_file, load_weights, save_atomic
 from iharm.engine.distributed import DistInfo, any_rank
 from iharm.engine.training_state import (STATE_FILE, Position, load_training_state, restore_rng,
-                                         save_training_state)
+                                         save_training_state, trained_seconds)
 from iharm.engine.visualize import harmonization_strip, save_strip
 from iharm.inference.metrics import MetricsAccumulator, MetricVariant, format_table, image_metrics
 from iharm.model.registry import ModelSpec
@@ -468,12 +468,9 @@ class SimpleHTrainer:
 
     def _resume_clock(self, state: dict[str, Any]) -> None:
         """Count the training time of the interrupted run: ``--max-train-minutes`` and the time snapshots
-        go on from where it stopped (states written before ``train_seconds`` existed: the time-based
-        scheduler's own clock, else zero)."""
-        seconds = state.get("train_seconds")
-        if seconds is None:
-            seconds = float((state.get("scheduler") or {}).get("elapsed_seconds", 0.0))
-        self._trained_before = float(seconds)
+        go on from where it stopped."""
+        seconds = trained_seconds(state)
+        self._trained_before = seconds
         if self.snapshot_minutes:
             self._snapshots_written = int(seconds // (60 * self.snapshot_minutes))
 

@@ -74,6 +74,15 @@ def save_training_state(path: Path, *, model_state: dict[str, torch.Tensor], opt
     }, path)
 
 
+def trained_seconds(state: dict[str, Any]) -> float:
+    """The training time a state records: ``train_seconds``, or for states written before it existed the
+    time-based scheduler's own clock, else zero."""
+    seconds = state.get("train_seconds")
+    if seconds is None:
+        seconds = (state.get("scheduler") or {}).get("elapsed_seconds", 0.0)
+    return float(seconds)
+
+
 def load_training_state(path: Path) -> dict[str, Any]:
     state = load_checkpoint_file(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
