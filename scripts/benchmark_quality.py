@@ -31,6 +31,7 @@ other processes take their share of the cores.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -39,7 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -346,6 +347,9 @@ def train_run(paths: Paths, run: Run, minutes: float, args: argparse.Namespace, 
     if existing is not None:
         log(f"{run.name}: finished before ({existing}), reused")
         return existing
+    final = run in FINAL_RUNS
+    if final and args.work_size:  # the final runs' training crops, when not the recipe's
+        run = replace(run, overrides={**run.overrides, "WORK_SIZE": args.work_size})
     # A live run reads the photo pool (its config's PHOTOS_PATH) and keeps HSynth-test's photos out.
     data = paths.hsynth if run.live else paths.work_copy(held_out_family if run.held_out else None)
     batch_size = args.batch_size or run.batch_size
@@ -355,8 +359,8 @@ def train_run(paths: Paths, run: Run, minutes: float, args: argparse.Namespace, 
                "--seed", args.seed, "--exp-name", run.name, "--amp", "auto"]
     if args.max_steps:
         command += ["--max-steps", args.max_steps]
-    # Training continues run after run: a final run starts from the weights shipped last time.
-    shipped = shipped_card(paths, run.model) if run in FINAL_RUNS and not args.fresh else None
+    # Training continues run after run: a final run starts from the best weights kept so far.
+    start = starting_card(paths, run.model) if final and not args.fresh else None
     interrupted = unfinished_experiment(paths, run)
     spent = interrupted is not None and \
         trained_seconds(load_training_state(interrupted / "checkpoints" / STATE_FILE)) >= 60 * minutes
@@ -365,8 +369,8 @@ def train_run(paths: Paths, run: Run, minutes: float, args: argparse.Namespace, 
     elif interrupted is not None:  # killed or crashed: resumed exactly, its training time counted
         log(f"{run.name}: resuming the interrupted {interrupted}")
         command += ["--resume-exp", interrupted.name]
-    elif shipped is not None:
-        command += ["--weights", paths.ship_dir / shipped["weights"]]
+    elif start is not None:
+        command += ["--weights", paths.ship_dir / start[0].parent / start[1]["weights"]]
     started = time.time()
     with LoadSampler() as load:
         if not spent:
@@ -384,8 +388,10 @@ def train_run(paths: Paths, run: Run, minutes: float, args: argparse.Namespace, 
               "cpu_count": os.cpu_count(), "threads": args.threads, "workers": args.workers, **load.summary(),
               "cpu_model": cpu_model_and_flags()[0], "cpu_flags": kernel_flags(),
               "precision": "bf16 autocast" if native_bf16() else "fp32",
-              "continued_from": None if shipped is None else {
-                  "weights": shipped["weights"], "minutes": shipped["total_minutes"], "images": shipped["total_images"]},
+              "recipe": run.recipe, "overrides": dict(run.overrides),
+              "continued_from": None if start is None else {
+                  "card": str(start[0]), "weights": start[1]["weights"], "minutes": start[1]["total_minutes"],
+                  "images": start[1]["total_images"]},
               "torch": torch.__version__, "finished": datetime.now().isoformat(timespec="seconds")}
     write_json(exp / "run.json", record)
     return exp
@@ -808,10 +814,27 @@ def write_markdown(paths: Paths, results: Mapping[str, Any], meta: list[dict[str
 
 # --- stage: ship -----------------------------------------------------------------------------------------------
 
+CANDIDATES = Path("candidates")
+#: What a run's history entry keeps of its run record.
+HISTORY_KEYS = ("command", "recipe", "overrides", "minutes", "steps", "images", "images_per_second", "seed",
+                "batch_size", "cpu_model", "cpu_flags", "precision", "threads", "workers", "load_mean", "load_max",
+                "resumed", "torch", "finished")
+
+
 def shipped_card(paths: Paths, model: str) -> dict[str, Any] | None:
     """The model card (``<model>_hsynth.json``) of the weights shipped for ``model``, or None."""
     path = paths.ship_dir / f"{model}_hsynth.json"
     return read_json(path) if path.is_file() else None
+
+
+def starting_card(paths: Paths, model: str) -> tuple[Path, dict[str, Any]] | None:
+    """``(card path relative to ship_dir, card)`` of the best weights kept for ``model``: the shipped ones or a
+    candidate (``ship_dir/candidates``: better than the shipped, short of the ship rule), the lowest HSynth-test
+    fMSE of them; None when nothing is kept. A final run continues from them."""
+    cards = [Path(f"{model}_hsynth.json"), *(path.relative_to(paths.ship_dir) for path in
+                                            sorted((paths.ship_dir / CANDIDATES).glob(f"{model}_hsynth_run*.json")))]
+    kept = [(card, read_json(paths.ship_dir / card)) for card in cards if (paths.ship_dir / card).is_file()]
+    return min(kept, key=lambda item: item[1]["hsynth_test"]["model"]["fMSE"], default=None)
 
 
 def ship_refusals(row: Mapping[str, float], composite: Mapping[str, float], shared: Mapping[str, Mapping[str, float]],
@@ -836,83 +859,119 @@ def ship_refusals(row: Mapping[str, float], composite: Mapping[str, float], shar
 
 def stage_ship(paths: Paths, results: Mapping[str, Any]) -> None:
     """Ship each final model that meets the ship rule (:func:`ship_refusals`) to ``ship_dir``: its weights
-    (only the weights: no optimizer state) and a model card that adds this run to the runs before it."""
+    (only the weights: no optimizer state) and a model card that adds this run to the runs it continued.
+
+    A model refused only for its scores, that beats Composite on HSynth-test and the weights it started
+    from, is kept as a candidate in ``ship_dir/candidates`` (a new ``_run<N>`` file each time, nothing
+    replaced) so that the next run continues from it."""
     composite, shared = results["composite"], results.get("shared_all", {})
     for run in FINAL_RUNS:
         row = results["models"].get(run.model)
         if row is None or run.name not in results["runs"]:
             continue
-        previous = shipped_card(paths, run.model)
-        reasons = ship_refusals(row, composite, shared, run.model, previous)
         exp = experiment_dir(paths, run)
         weights = None if exp is None else exp / "checkpoints" / "last_checkpoint.pth"
         if weights is None or not weights.is_file():
-            reasons.append("its training left no last_checkpoint.pth")
-        elif weights.stat().st_size > 60e6:
-            reasons.append(f"{weights.stat().st_size / 1e6:.0f} MB is too big for the repository")
-        if reasons:
-            log(f"{run.model}: not shipped: {'; '.join(reasons)}")
+            log(f"{run.model}: not shipped: its training left no last_checkpoint.pth")
+            continue
+        if weights.stat().st_size > 60e6:
+            log(f"{run.model}: not shipped: {weights.stat().st_size / 1e6:.0f} MB is too big for the repository")
             continue
         record = results["runs"][run.name]
-        history = list(previous["history"]) if previous is not None and record.get("continued_from") else []
-        history.append({key: record.get(key) for key in (
-            "command", "minutes", "steps", "images", "images_per_second", "seed", "batch_size", "cpu_model",
-            "cpu_flags", "precision", "threads", "workers", "load_mean", "load_max", "torch", "finished")})
-        history[-1]["hsynth_test_fmse"] = row["fMSE"]
-        target = paths.ship_dir / f"{run.model}_hsynth.pth"
-        paths.ship_dir.mkdir(parents=True, exist_ok=True)
-        staged = target.with_name(f".{target.name}.new")
-        shutil.copyfile(weights, staged)
-        staged.replace(target)
-        card = {"model": run.model, "weights": target.name,
+        started = record.get("continued_from")
+        before = read_json(paths.ship_dir / started["card"]) if started and started.get("card") else \
+            shipped_card(paths, run.model) if started else None
+        history = [*(before["history"] if before is not None else []),
+                   {**{key: record.get(key) for key in HISTORY_KEYS}, "hsynth_test_fmse": row["fMSE"]}]
+        card = {"model": run.model,
                 "trained_on": "HSynth-train: composites drawn on the fly from the photos of the offline pool that "
                               "are not in HSynth-test (split by photo)",
                 "hsynth_build": HSYNTH_BUILD, "total_minutes": sum(h["minutes"] for h in history),
                 "total_images": sum(h["images"] for h in history), "history": history,
                 "hsynth_test": {"resize": EVAL_STRATEGY, "model": row, "composite": composite},
-                "real_files": {"model": shared[run.model], "composite": shared[COMPOSITE]}}
-        write_json(target.with_suffix(".json"), card)
-        log(f"{run.model}: shipped {relative(target)} (fMSE {row[RATIO]:.3f} x Composite)")
+                "real_files": {"model": shared.get(run.model), "composite": shared.get(COMPOSITE)}}
+        reasons = ship_refusals(row, composite, shared, run.model, shipped_card(paths, run.model))
+        if not reasons:
+            target = paths.ship_dir / f"{run.model}_hsynth.pth"
+        elif row["fMSE"] < composite["fMSE"] and (before is None or row["fMSE"] < before["hsynth_test"]["model"]["fMSE"]):
+            target = paths.ship_dir / CANDIDATES / f"{run.model}_hsynth_run{len(history)}.pth"
+            card["not_shipped_because"] = reasons
+            if target.exists() or target.with_suffix(".json").exists():
+                log(f"{run.model}: not shipped ({'; '.join(reasons)}), and not kept: {relative(target)} exists")
+                continue
+        else:
+            log(f"{run.model}: not shipped: {'; '.join(reasons)}")
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.with_name(f".{target.name}.new")
+        shutil.copyfile(weights, staged)
+        digest = hashlib.sha256(staged.read_bytes()).hexdigest()
+        staged.replace(target)
+        write_json(target.with_suffix(".json"), {**card, "weights": target.name, "sha256": digest})
+        if reasons:
+            log(f"{run.model}: not shipped ({'; '.join(reasons)}); kept as the candidate {relative(target)}")
+        else:
+            log(f"{run.model}: shipped {relative(target)} (fMSE {row[RATIO]:.3f} x Composite)")
     cards = {model: card for model in MODELS if (card := shipped_card(paths, model)) is not None}
     if cards:
-        write_ship_readme(paths, cards)
+        write_ship_readme(paths.ship_dir / "README.md", list(cards.values()), SHIPPED_INTRO)
         test_photos = sorted({row["source_photo"] for row in read_meta(paths.hsynth / META_NAME)
                               if row["split"] == "test"})
         (paths.ship_dir / "test_photos.txt").write_text("\n".join(test_photos) + "\n")
+    candidates = [read_json(path) for path in sorted((paths.ship_dir / CANDIDATES).glob("*_hsynth_run*.json"))]
+    if candidates:
+        write_ship_readme(paths.ship_dir / CANDIDATES / "README.md", candidates, CANDIDATES_INTRO)
 
 
-def write_ship_readme(paths: Paths, cards: Mapping[str, Mapping[str, Any]]) -> None:
-    """``ship_dir/README.md``: the model card of every shipped model (from its JSON card)."""
-    lines = ["# HSynth checkpoints", "",
-             "Weights trained by `scripts/benchmark_quality.py` on HSynth-train (real photos that install offline, "
-             "synthetic composites drawn anew for every sample, data seed "
-             f"{HSYNTH_BUILD['seed']}, split by photo), on CPUs, over one or more runs: each run starts from the "
-             "weights shipped before it, and replaces them only when it beats them on HSynth-test. They are the "
-             "registered architectures: `load_model(NAME, path)` and `scripts/predict_for_dir.py NAME path` use "
-             "them as they are. They are far less trained than the paper checkpoints (120 GPU epochs on "
-             "iHarmony4); see docs/quality.md. `test_photos.txt` names the photos of HSynth-test, which they "
-             "never saw.", ""]
-    for model, card in cards.items():
+SHIPPED_INTRO = (
+    "# HSynth checkpoints\n\n"
+    "Weights trained by `scripts/benchmark_quality.py` on HSynth-train (real photos that install offline, "
+    f"synthetic composites drawn anew for every sample, data seed {HSYNTH_BUILD['seed']}, split by photo), on "
+    "CPUs, over one or more runs: each run starts from the best weights kept before it (shipped or candidate), "
+    "and replaces the shipped ones only when it beats them on HSynth-test. They are the registered "
+    "architectures: `load_model(NAME, path)` and `scripts/predict_for_dir.py NAME path` use them as they are. "
+    "They are far less trained than the paper checkpoints (120 GPU epochs on iHarmony4); see docs/quality.md. "
+    "`test_photos.txt` names the photos of HSynth-test, which they never saw.")
+CANDIDATES_INTRO = (
+    "# Candidate weights: trained, measured, not shipped\n\n"
+    "Weights that beat the input composites and the weights their run started from, but not the ship rule of "
+    f"`scripts/benchmark_quality.py` (HSynth-test fMSE <= {SHIP_MAX_FMSE_RATIO} x Composite, a higher PSNR, "
+    "better than Composite on the real files with ground truth, better than the shipped weights). They are kept "
+    "so that the next final run of `scripts/benchmark_quality.py` continues from them instead of starting over; "
+    "they are defaults of nothing (`Harmonizer()` and `make demo` use `checkpoints/hsynth/<model>_hsynth.pth` "
+    "only). Each is the registered architecture: `load_model(NAME, path)` loads it.")
+
+
+def write_ship_readme(path: Path, cards: Sequence[Mapping[str, Any]], intro: str) -> None:
+    """A README of model cards (``intro``, then each JSON card as tables of scores and runs)."""
+    lines = [intro, ""]
+    for card in cards:
         test, real = card["hsynth_test"], card["real_files"]
+        model = card["model"]
         lines += [f"## {card['weights']}", "",
                   f"{card['total_minutes']:g} minutes of training in {len(card['history'])} run(s), "
-                  f"{card['total_images']:,} training images seen.", "",
-                  markdown_table({"Composite": test["composite"], model: test["model"]}, COLUMNS,
-                                 f"HSynth-test, {test['resize']}"), "",
-                  markdown_table({"Composite": real["composite"], model: real["model"]}, COLUMNS,
-                                 "real files with ground truth (../shared/data)"), "",
-                  "| run | finished | minutes | images | images/s | CPU | precision | threads | load avg | "
-                  "HSynth-test fMSE |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  f"{card['total_images']:,} training images seen; sha256 `{card.get('sha256', '-')}`.", ""]
+        if card.get("not_shipped_because"):
+            lines += [f"Not shipped: {'; '.join(card['not_shipped_because'])}.", ""]
+        lines += [markdown_table({"Composite": test["composite"], model: test["model"]}, COLUMNS,
+                                 f"HSynth-test, {test['resize']}"), ""]
+        if real["model"] is not None:
+            lines += [markdown_table({"Composite": real["composite"], model: real["model"]}, COLUMNS,
+                                     "real files with ground truth (../shared/data)"), ""]
+        lines += ["| run | finished | recipe | minutes | images | images/s | CPU | precision | threads | load avg | "
+                  "HSynth-test fMSE |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for number, run in enumerate(card["history"], start=1):
-            load = "-" if run["load_mean"] is None else f"{run['load_mean']:.2f} / {run['load_max']:.2f}"
-            lines.append(f"| {number} | {run['finished']} | {run['minutes']:g} | {run['images']:,} | "
+            load = "-" if run.get("load_mean") is None else f"{run['load_mean']:.2f} / {run['load_max']:.2f}"
+            recipe = f"{run.get('recipe') or '-'} {run.get('overrides') or ''}".strip()
+            lines.append(f"| {number} | {run['finished']} | {recipe} | {run['minutes']:g} | {run['images']:,} | "
                          f"{run['images_per_second']:.2f} | {run['cpu_model']} | {run['precision']} | "
                          f"{run['threads']} | {load} | {run['hsynth_test_fmse']:.1f} |")
+        weights = path.parent / card["weights"]
         lines += ["", "Last run's command:", "", "```bash",
                   card["history"][-1]["command"].replace(PYTHON, "python"), "```", "", "Use it:", "", "```bash",
-                  f"python scripts/predict_for_dir.py {model} {relative(paths.ship_dir / card['weights'])} "
+                  f"python scripts/predict_for_dir.py {model} {relative(weights)} "
                   "--images my_composites/ --masks my_masks/ --results-path harmonized/ --gpu cpu", "```", ""]
-    (paths.ship_dir / "README.md").write_text("\n".join(lines))
+    path.write_text("\n".join(lines))
 
 
 # --- command line ----------------------------------------------------------------------------------------------
@@ -939,6 +998,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-held-out", action="store_true", help="skip the held-out-family run")
     parser.add_argument("--fresh", action="store_true",
                         help="final runs start from the recipe's initialisation, not from the shipped weights")
+    parser.add_argument("--work-size", type=int, default=0,
+                        help="training crop size (px) of the final runs (0: each recipe's WORK_SIZE)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="training seed")

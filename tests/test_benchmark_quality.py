@@ -6,6 +6,7 @@ end to end on a tiny HSynth-like dataset with one-step models.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -196,6 +197,7 @@ def test_ship_copies_a_clear_winner_with_its_record_and_the_test_photos(hsynth: 
     record = json.loads((paths.ship_dir / "iSSAM_hsynth.json").read_text())
     assert record["model"] == "iSSAM" and record["hsynth_test"]["model"]["fMSE"] == 400.0
     assert (record["total_minutes"], record["total_images"], len(record["history"])) == (45, 160, 1)
+    assert record["sha256"] == hashlib.sha256(b"weights").hexdigest()
     # the test photos are those of the test split in meta.tsv: p6 ... p11 (make_dataset numbers photos in order)
     test_photos = (paths.ship_dir / "test_photos.txt").read_text().split()
     assert test_photos == sorted(f"p{i}.jpg" for i in range(6, 12))
@@ -221,3 +223,64 @@ def test_a_continued_run_replaces_the_shipped_weights_only_when_it_beats_them(hs
     record = json.loads((paths.ship_dir / "iSSAM_hsynth.json").read_text())
     assert (record["total_minutes"], record["total_images"]) == (165, 320)
     assert [run["hsynth_test_fmse"] for run in record["history"]] == [500.0, 450.0]
+
+
+def test_a_refused_improvement_is_kept_as_a_candidate_and_the_next_run_continues_from_it(
+        hsynth: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """0.85 x Composite fails the ship rule but beats Composite: kept in candidates/ (never replaced), and the
+    next final run starts from it and, once it ships, counts its history."""
+    bq, paths = _ship_fixture(hsynth, tmp_path, b"run1")
+    bq.stage_ship(paths, _results(bq, fmse=680.0, shared_fmse=450.0))  # 0.85 x: not shipped
+    candidate = paths.ship_dir / "candidates" / "iSSAM_hsynth_run1.pth"
+    assert not (paths.ship_dir / "iSSAM_hsynth.pth").exists() and candidate.read_bytes() == b"run1"
+    card = json.loads(candidate.with_suffix(".json").read_text())
+    assert card["weights"] == candidate.name and "0.850 x Composite > 0.8" in card["not_shipped_because"][0]
+    assert "Not shipped: HSynth-test fMSE 0.850" in (candidate.parent / "README.md").read_text()
+    assert bq.starting_card(paths, "iSSAM")[0] == Path("candidates/iSSAM_hsynth_run1.json")
+    assert bq.starting_card(paths, "DucoNet") is None
+
+    # the next final run is started from the candidate's weights
+    commands = []
+
+    def stop(command, **kwargs):
+        commands.append([str(c) for c in command])
+        raise InterruptedError
+
+    monkeypatch.setattr(bq, "run_command", stop)
+    args = bq.parse_args(["--models", "iSSAM"])
+    fresh_out = bq.Paths(out=tmp_path / "out2", hsynth=hsynth, photos=tmp_path, shared_data=tmp_path,
+                         docs=tmp_path / "docs", ship_dir=paths.ship_dir)  # no finished run to reuse
+    with pytest.raises(InterruptedError):
+        bq.train_run(fresh_out, bq.FINAL_RUNS[0], 1.0, args, "reinhard")
+    assert commands[0][commands[0].index("--weights") + 1] == str(candidate)
+    assert commands[0][2] == str(REPO / "models/hsynth/iSSAM_hsynth.py")
+    # --work-size trains the final runs on other crops: a generated recipe that overrides WORK_SIZE
+    with pytest.raises(InterruptedError):
+        bq.train_run(fresh_out, bq.FINAL_RUNS[0], 1.0, bq.parse_args(["--work-size", "128"]), "reinhard")
+    assert "recipe.WORK_SIZE = 128" in Path(commands[1][2]).read_text()
+
+    # a run that does not beat the candidate is not kept; one that does but is refused again is run2
+    continued = {"card": "candidates/iSSAM_hsynth_run1.json", "weights": candidate.name}
+    results = _results(bq, fmse=690.0, shared_fmse=450.0)
+    results["runs"]["iSSAM"]["continued_from"] = continued
+    _ship_fixture(hsynth, tmp_path, b"worse")
+    bq.stage_ship(paths, results)
+    assert sorted(p.name for p in candidate.parent.glob("*.pth")) == ["iSSAM_hsynth_run1.pth"]
+    # ... and one that meets the rule ships with both runs in its card; the candidate stays
+    results = _results(bq, fmse=600.0, shared_fmse=450.0, minutes=120)
+    results["runs"]["iSSAM"]["continued_from"] = continued
+    _ship_fixture(hsynth, tmp_path, b"run2")
+    bq.stage_ship(paths, results)
+    assert (paths.ship_dir / "iSSAM_hsynth.pth").read_bytes() == b"run2" and candidate.read_bytes() == b"run1"
+    shipped = json.loads((paths.ship_dir / "iSSAM_hsynth.json").read_text())
+    assert (shipped["total_minutes"], [h["hsynth_test_fmse"] for h in shipped["history"]]) == (165, [680.0, 600.0])
+    assert bq.starting_card(paths, "iSSAM")[0] == Path("iSSAM_hsynth.json")  # the better of the two now
+
+
+def test_a_candidate_file_that_exists_is_not_replaced(hsynth: Path, tmp_path: Path) -> None:
+    bq, paths = _ship_fixture(hsynth, tmp_path, b"new")
+    kept = paths.ship_dir / "candidates" / "iSSAM_hsynth_run1.pth"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"someone's")
+    bq.stage_ship(paths, _results(bq, fmse=680.0, shared_fmse=450.0))
+    assert kept.read_bytes() == b"someone's" and not kept.with_suffix(".json").exists()
