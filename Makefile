@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-portability demo quality benchmark clean-venv
+.PHONY: venv browser test test-portability demo serve quality benchmark clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,21 @@ venv: $(STAMP)
 # The whole suite in a random order of modules and of the tests within each (the seed is
 # printed; PYTEST_ARGS="-p random_order --random-order-seed=N" repeats one order).
 PYTEST_ARGS ?= --random-order-bucket=module
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Debian's Chromium for the browser test (tests/test_web.py), installed when missing and this is
+# root on Debian; elsewhere the test skips and says why (under CI=true it fails instead).
+browser:
+	@test -x /usr/bin/chromium || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "no /usr/bin/chromium: 'sudo apt-get install chromium' (the browser test skips without it)"; fi; }
+
+# The local web page on http://127.0.0.1:7860/ (HOST and PORT override).
+HOST ?= 127.0.0.1
+PORT ?= 7860
+serve: $(STAMP)
+	$(PY) scripts/serve.py --host $(HOST) --port $(PORT)
 
 # The exactness tests under every ATEN_CPU_CAPABILITY x ONEDNN_MAX_CPU_ISA x 1/2 threads
 # setting (about an hour on 2 cores); see tests/float_bounds.py.
