@@ -6,6 +6,7 @@ size); expectations from OpenCV reads and known colour transforms.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 from pathlib import Path
@@ -21,7 +22,8 @@ from iharm.model.registry import get_model_spec
 from test_evaluate import load_script
 from tiny_data import ellipse_mask, photo, recolor, write_rgb
 
-predict_for_dir = load_script("predict_for_dir")
+predict_for_dir = load_script("predict_for_dir")  # the official command line, calling:
+harmonize_command = importlib.import_module("iharm.commands.harmonize")
 
 
 @pytest.fixture(scope="module")
@@ -175,12 +177,12 @@ def test_precision_flag_reaches_the_predictor(checkpoint: Path, tmp_path: Path, 
     cv2.imwrite(str(tmp_path / "comp_mask.png"), mask)
     built: list[str] = []
 
-    class Recording(predict_for_dir.Predictor):
+    class Recording(harmonize_command.Predictor):
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             built.append(self.precision)
 
-    monkeypatch.setattr(predict_for_dir, "Predictor", Recording)
+    monkeypatch.setattr(harmonize_command, "Predictor", Recording)
     results = {}
     for precision in ("fp32", "bf16"):
         output = tmp_path / f"{precision}.png"

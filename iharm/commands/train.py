@@ -1,0 +1,238 @@
+"""Train a harmonization model from a model script (``models/DucoNet_256.py`` ...).
+
+    python train.py models/DucoNet_256.py --gpus=0,1 --batch-size=64 --exp-name=DucoNet_256
+    torchrun --nproc_per_node=8 train.py models/DucoNet_256.py --batch-size=64
+    python train.py models/iSSAM_256.py --device cpu --dataset-path datasets/HSynth/HSynth --max-steps 100
+
+All flags of the official ``train.py`` are accepted with their meaning; the
+others are for modern hardware, reproducibility and quick runs. Command-line
+values win over ``config.yml``. Exit status: 0 done (or a step / time limit
+reached), 2 bad input (data, config, checkpoint), 3 non-finite loss,
+128 + N stopped by signal N with a resumable state saved (a signal that comes
+while that save runs lets it finish; Ctrl-C twice aborts at once, 130, saying
+what was lost).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import math
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+
+from iharm.data.errors import DataError
+from iharm.engine.checkpoints import CheckpointError
+from iharm.engine.distributed import cleanup, init_distributed, launched_by_torchrun, spawn
+from iharm.engine.trainer import NonFiniteLossError, TrainingAborted, TrainingInterrupted
+from iharm.utils.config import ConfigError, load_config
+from iharm.utils.exp import ExperimentError, init_experiment, remove_unused_experiment
+from iharm.utils.log import logger, setup_logging
+
+EXIT_BAD_INPUT = 2
+EXIT_NON_FINITE = 3
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_path", type=Path, help="model script, e.g. models/DucoNet_256.py")
+    official = parser.add_argument_group("official flags")
+    official.add_argument("--exp-name", default="", help="suffix of the experiment folder NNN_<exp-name>")
+    official.add_argument("--workers", type=int, default=4, help="data loader processes per training process")
+    official.add_argument("--batch-size", type=int, default=-1,
+                          help="global batch size over all processes (< 1: 16, the official default)")
+    official.add_argument("--ngpus", type=int, default=1, help="number of GPUs when --gpus is not given (0: CPU)")
+    official.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1: one process per GPU")
+    official.add_argument("--resume-exp", default=None, help="continue the experiment whose folder starts with this")
+    official.add_argument("--resume-prefix", default="latest",
+                          help="latest (default): the exact training state if there is one, else "
+                               "last_checkpoint.pth; 'last' or NNN: that weights file only, fresh optimizer")
+    official.add_argument("--start-epoch", type=int, default=0, help="first epoch when resuming from weights only")
+    official.add_argument("--weights", default=None, help="initialise from this weights file")
+    official.add_argument("--lr", type=float, default=1e-3, help="base learning rate (scaled by sqrt(batch/64) "
+                                                                 "in the DucoNet / iSSAM recipes)")
+    official.add_argument("--control_module_start", type=int, default=-1,
+                          help="DucoNet: first decoder stage with a Lab control module (-1: all)")
+    modern = parser.add_argument_group("run options")
+    modern.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    modern.add_argument("--amp", choices=("off", "auto", "bf16", "fp16"), default="off",
+                        help="autocast precision (fp16 only on CUDA, with a gradient scaler; auto: bf16 on CUDA "
+                             "and on CPUs with native bf16, avx512_bf16 or AMX, off elsewhere)")
+    modern.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    modern.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0: off)")
+    modern.add_argument("--epochs", type=int, default=None, help="override the recipe's number of epochs")
+    modern.add_argument("--seed", type=int, default=0, help="data order, augmentation and initialisation seed")
+    modern.add_argument("--deterministic", action="store_true", help="deterministic kernels (bitwise reproducible)")
+    modern.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and after the last)")
+    modern.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps in total")
+    modern.add_argument("--max-train-minutes", type=float, default=0.0, help="stop after this much training time")
+    modern.add_argument("--dataset-path", default=None,
+                        help="train and validate on these iHarmony4-layout folders (comma-separated) "
+                             "instead of the recipe's datasets")
+    modern.add_argument("--config-path", default=None, help="config file (default: config.yml of the repository)")
+    modern.add_argument("--skip-bad-samples", action="store_true",
+                        help="skip unreadable or inconsistent samples, count them and list them each epoch "
+                             "(default: stop with an error naming the file)")
+    modern.add_argument("--state-every", type=int, default=0, help="save the training state every N steps")
+    modern.add_argument("--state-every-minutes", type=float, default=10.0,
+                        help="save the training state every N minutes (and always at epoch ends and on stop)")
+    modern.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs")
+    modern.add_argument("--dist-timeout", type=float, default=10.0,
+                        help="minutes before a collective with a dead peer fails instead of hanging")
+    modern.add_argument("--threads", type=int, default=0, help="torch CPU threads per process (0: automatic)")
+    modern.add_argument("--nproc", type=int, default=1, help="CPU processes to spawn (gloo), like --ngpus on GPUs")
+    return parser.parse_args(argv)
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Every user error the command line can show, before anything is created or started
+    (ConfigError naming the flag): numbers out of range, CUDA asked for where there is none."""
+    def require(ok: bool, flag: str, value: object, rule: str) -> None:
+        if not ok:
+            raise ConfigError(f"{flag} {value}: {rule}")
+
+    require(math.isfinite(args.lr) and args.lr > 0, "--lr", args.lr, "must be a finite number > 0")
+    require(args.batch_size >= 1 or args.batch_size == -1, "--batch-size", args.batch_size,
+            "must be >= 1 (or -1, the default: 16)")
+    for flag, value, minimum in (("--workers", args.workers, 0), ("--max-steps", args.max_steps, 0),
+                                 ("--val-every", args.val_every, 1), ("--threads", args.threads, 0),
+                                 ("--nproc", args.nproc, 1), ("--state-every", args.state_every, 0),
+                                 ("--ngpus", args.ngpus, 0), ("--start-epoch", args.start_epoch, 0)):
+        require(value >= minimum, flag, value, f"must be >= {minimum}")
+    require(args.epochs is None or args.epochs >= 1, "--epochs", args.epochs, "must be >= 1")
+    for flag, value in (("--max-train-minutes", args.max_train_minutes), ("--clip-grad", args.clip_grad),
+                        ("--state-every-minutes", args.state_every_minutes)):
+        require(math.isfinite(value) and value >= 0, flag, value, "must be a finite number >= 0")
+    require(math.isfinite(args.dist_timeout) and args.dist_timeout > 0, "--dist-timeout", args.dist_timeout,
+            "must be a finite number of minutes > 0")
+    if not torch.cuda.is_available():
+        require(args.device != "cuda", "--device", args.device, "CUDA is not available on this machine")
+        require(not args.gpus, "--gpus", args.gpus, "CUDA is not available on this machine; train on the CPU with "
+                                                    "--device cpu (--nproc N for N processes)")
+        require(args.ngpus <= 1, "--ngpus", args.ngpus, "CUDA is not available on this machine; use --nproc N "
+                                                         "for N CPU processes")
+    require(args.device != "cpu" or not args.gpus, "--gpus", args.gpus, "contradicts --device cpu")
+    require(args.amp != "fp16" or _device_type(args) == "cuda", "--amp", args.amp,
+            "fp16 autocast needs CUDA; use --amp bf16 on the CPU")
+
+
+def load_model_script(path: Path) -> ModuleType:
+    if not path.is_file() or path.suffix != ".py":
+        raise ConfigError(f"{path}: model script not found (expected a .py file such as models/DucoNet_256.py)")
+    spec = importlib.util.spec_from_file_location(f"model_script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: syntax error in the model script: {exc.msg}") from None
+    except ImportError as exc:
+        raise ConfigError(f"{path}: the model script cannot be imported: {exc}") from None
+    for name in ("init_model", "main"):
+        if not callable(getattr(module, name, None)):
+            raise ConfigError(f"{path}: a model script must define {name}(cfg)")
+    return module
+
+
+def _device_type(args: argparse.Namespace) -> str:
+    if args.device == "auto":
+        return "cuda" if torch.cuda.is_available() and (args.gpus or args.ngpus > 0) else "cpu"
+    return args.device
+
+
+def _gpu_ids(args: argparse.Namespace) -> list[str]:
+    return [g for g in args.gpus.split(",") if g.strip()] if args.gpus else [str(i) for i in range(args.ngpus)]
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """One training process: configuration, experiment folder, model script."""
+    device_type = _device_type(args)
+    cfg = None
+    try:
+        info = init_distributed(device_type, args.dist_timeout)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        elif device_type == "cpu" and info.world_size > 1:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))))
+        random.seed(args.seed)
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)  # the same on every rank: identical initial weights
+        if args.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            # CUDA has no deterministic backward for bilinear upsampling (iSSAM, DucoNet) and adaptive
+            # max pooling (the attention blocks): there those ops warn instead of stopping the run.
+            torch.use_deterministic_algorithms(True, warn_only=device_type == "cuda")
+            torch.backends.cudnn.benchmark = False
+        else:
+            torch.backends.cudnn.benchmark = True
+        overrides = {k: v for k, v in vars(args).items() if k not in ("config_path", "model_path")}
+        cfg = load_config(args.config_path, overrides=overrides)
+        cfg.batch_size = 16 if args.batch_size < 1 else args.batch_size
+        script = load_model_script(args.model_path)
+        cfg = init_experiment(cfg, args.model_path, info.is_main)
+        setup_logging(Path(cfg.LOGS_PATH) / f"train_{Path(cfg.EXP_PATH).name}.log", info.is_main)
+        cfg.dist = info
+        logger.info("experiment %s on %s (%d process%s), command: %s", cfg.EXP_PATH, info.device,
+                    info.world_size, "es" if info.world_size > 1 else "", " ".join(sys.argv))
+        script.main(cfg)
+        return 0
+    except TrainingInterrupted as exc:
+        logger.warning(str(exc))
+        return 128 + exc.signum
+    except TrainingAborted as exc:
+        logger.error(str(exc))
+        return 128 + signal.SIGINT
+    except NonFiniteLossError as exc:
+        logger.error(str(exc))
+        return EXIT_NON_FINITE
+    except (DataError, ConfigError, CheckpointError, ExperimentError) as exc:
+        logger.error(str(exc))
+        if cfg is not None and "EXP_PATH" in cfg and not args.resume_exp and info.is_main:
+            logging.shutdown()  # the log file lives in the folder
+            if remove_unused_experiment(Path(cfg.EXP_PATH)):
+                print(f"removed the new experiment folder {cfg.EXP_PATH}: the run stopped before its first "
+                      "checkpoint", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        cleanup()
+
+
+def _spawned(args: argparse.Namespace) -> None:
+    code = run_worker(args)
+    if code:
+        sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        validate_args(args)
+        load_model_script(args.model_path)  # a broken script is found before any process starts
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if launched_by_torchrun():
+        return run_worker(args)
+    device_type = _device_type(args)
+    world = len(_gpu_ids(args)) if device_type == "cuda" else args.nproc
+    if world <= 1:
+        if device_type == "cuda" and args.gpus:
+            os.environ["CUDA_VISIBLE_DEVICES"] = args.gpus
+        return run_worker(args)
+    if device_type == "cuda":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(_gpu_ids(args))
+    try:
+        spawn(world, _spawned, args)
+    except torch.multiprocessing.ProcessExitedException as exc:
+        return exc.exit_code if exc.exit_code and exc.exit_code > 0 else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
