@@ -158,8 +158,11 @@ def test_benchmark_end_to_end_with_one_step_models(tmp_path: Path) -> None:
     assert "the mask was resized to the image" in report
     assert (tmp_path / "docs" / "images" / "quality_no_gt_grid.jpg").stat().st_size < 300_000
     assert results["runs"]["iSSAM"]["steps"] == 1
-    # a one-step model does not beat Composite clearly: nothing is shipped
-    assert not (tmp_path / "ship").exists()
+    # a one-step model does not beat Composite clearly: nothing is shipped; it is kept as a candidate only
+    # when its HSynth-test fMSE is below Composite's
+    assert not (tmp_path / "ship" / "iSSAM_hsynth.pth").exists()
+    kept = results["models"]["iSSAM"]["fMSE"] < results["composite"]["fMSE"]
+    assert (tmp_path / "ship" / "candidates" / "iSSAM_hsynth_run1.pth").exists() == kept
 
 
 def _ship_fixture(hsynth: Path, tmp_path: Path, weights: bytes):
