@@ -22,16 +22,12 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from iharm.data.errors import DataError
-from iharm.engine.checkpoints import CheckpointError
 from iharm.inference.evaluation import (DatasetResult, EvaluationReport, ImageResult, accumulate,
-                                        add_evaluation_arguments, check_evaluation_outputs, evaluate_from_args,
-                                        log_file_path)
+                                        add_evaluation_arguments, run_evaluation_command)
 from iharm.inference.metrics import METRIC_NAMES, format_table, overall
-from iharm.utils.config import ConfigError
 from iharm.utils.files import atomic_write_text
-from iharm.utils.log import setup_logging
 
 DEFAULT_DATASETS = ("HFlickr", "HDay2Night", "HCOCO", "HAdobe5k")
 FG_RATIO_BUCKETS = ((0.0, 0.05), (0.05, 0.15), (0.15, 1.0))
@@ -85,30 +81,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        check_evaluation_outputs(args, DEFAULT_DATASETS)
-    except (ConfigError, CheckpointError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    logger = setup_logging(log_file_path(args, "evaluation_results"))
-    try:
-        report: EvaluationReport = evaluate_from_args(args, DEFAULT_DATASETS, log=logger)
-    except (DataError, ConfigError, CheckpointError, KeyError, ValueError) as exc:
-        logger.error("%s", exc.args[0] if isinstance(exc, KeyError) else exc)
-        return 2
-    rows = bucket_rows(report.datasets, args.legacy_closed_intervals)
-    table = format_table(rows, variant=report.settings.variant, name_width=28)
-    logger.info("Evaluation results by foreground ratio:\n%s\n%s\n%s", report.header(),
-                interval_note(args.legacy_closed_intervals), table)
-    if args.results_path is not None:
-        report.write(args.results_path, args.eval_prefix)
-        summary = {"intervals": "closed" if args.legacy_closed_intervals else "half-open",
-                   "note": interval_note(args.legacy_closed_intervals),
-                   "metrics": list(METRIC_NAMES), "rows": rows, "evaluation": report.to_json()}
-        path = args.results_path / f"{args.eval_prefix}fg_ratios.json"
-        atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
-        logger.info("results: %s", args.results_path)
-    return 0
+
+    def report_results(report: EvaluationReport, logger: Any) -> None:
+        rows = bucket_rows(report.datasets, args.legacy_closed_intervals)
+        table = format_table(rows, variant=report.settings.variant, name_width=28)
+        logger.info("Evaluation results by foreground ratio:\n%s\n%s\n%s", report.header(),
+                    interval_note(args.legacy_closed_intervals), table)
+        if args.results_path is not None:
+            report.write(args.results_path, args.eval_prefix)
+            summary = {"intervals": "closed" if args.legacy_closed_intervals else "half-open",
+                       "note": interval_note(args.legacy_closed_intervals),
+                       "metrics": list(METRIC_NAMES), "rows": rows, "evaluation": report.to_json()}
+            path = args.results_path / f"{args.eval_prefix}fg_ratios.json"
+            atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+            logger.info("results: %s", args.results_path)
+
+    return run_evaluation_command(args, DEFAULT_DATASETS, "evaluation_results", report_results)
 
 
 if __name__ == "__main__":

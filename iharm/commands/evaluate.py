@@ -16,12 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from iharm.data.errors import DataError
-from iharm.engine.checkpoints import CheckpointError
-from iharm.inference.evaluation import (DEFAULT_DATASETS, add_evaluation_arguments, check_evaluation_outputs,
-                                        evaluate_from_args, log_file_path)
-from iharm.utils.config import ConfigError
-from iharm.utils.log import setup_logging
+from typing import Any
+
+from iharm.inference.evaluation import (DEFAULT_DATASETS, EvaluationReport, add_evaluation_arguments,
+                                        run_evaluation_command)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,22 +31,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        check_evaluation_outputs(args, DEFAULT_DATASETS)
-    except (ConfigError, CheckpointError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    logger = setup_logging(log_file_path(args, "evaluation_logs"))
-    try:
-        report = evaluate_from_args(args, DEFAULT_DATASETS, log=logger)
-    except (DataError, ConfigError, CheckpointError, KeyError, ValueError) as exc:
-        logger.error("%s", exc.args[0] if isinstance(exc, KeyError) else exc)
-        return 2
-    logger.info("Evaluation results:\n%s", report.table())
-    if args.results_path is not None:
-        csv_path, json_path = report.write(args.results_path, args.eval_prefix)
-        logger.info("per-image results: %s; summary: %s", csv_path, json_path)
-    return 0
+
+    def report_results(report: EvaluationReport, logger: Any) -> None:
+        logger.info("Evaluation results:\n%s", report.table())
+        if args.results_path is not None:
+            csv_path, json_path = report.write(args.results_path, args.eval_prefix)
+            logger.info("per-image results: %s; summary: %s", csv_path, json_path)
+
+    return run_evaluation_command(args, DEFAULT_DATASETS, "evaluation_logs", report_results)
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ import json
 import math
 import os
 import platform
+import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +51,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from iharm.data import layout
+from iharm.data.errors import DataError
 from iharm.data.hdataset import HDataset
 from iharm.data.io import write_image
 from iharm.data.transforms import RESIZE_STRATEGIES, HCompose, resize_transform
@@ -61,6 +63,7 @@ from iharm.inference.utils import load_model
 from iharm.model.registry import MODELS, get_model_spec
 from iharm.utils.config import ConfigError, dataset_key, load_config, require_path
 from iharm.utils.files import atomic_write_text, ensure_writable_folder, refuse_outputs_over_inputs
+from iharm.utils.log import setup_logging
 
 #: The pseudo-model whose prediction is the input composite: the "composite" row of every table.
 COMPOSITE = "Composite"
@@ -511,3 +514,23 @@ def log_file_path(args: argparse.Namespace, kind: str) -> Path | None:
     except ConfigError:
         return None
     return Path(exps) / kind / name if exps else None
+
+
+def run_evaluation_command(args: argparse.Namespace, default_datasets: Sequence[str], log_kind: str,
+                           report_results: Callable[[EvaluationReport, Any], None]) -> int:
+    """The evaluation commands' main: check the outputs, set up the log (:func:`log_file_path`), evaluate,
+    then ``report_results(report, logger)``; the exit status (2 for bad arguments, data or checkpoints, each
+    named in one line)."""
+    try:
+        check_evaluation_outputs(args, default_datasets)
+    except (ConfigError, CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logger = setup_logging(log_file_path(args, log_kind))
+    try:
+        report = evaluate_from_args(args, default_datasets, log=logger)
+    except (DataError, ConfigError, CheckpointError, KeyError, ValueError) as exc:
+        logger.error("%s", exc.args[0] if isinstance(exc, KeyError) else exc)
+        return 2
+    report_results(report, logger)
+    return 0
