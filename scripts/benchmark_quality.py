@@ -827,13 +827,17 @@ def shipped_card(paths: Paths, model: str) -> dict[str, Any] | None:
     return read_json(path) if path.is_file() else None
 
 
+def candidate_cards(paths: Paths, model: str = "*") -> list[Path]:
+    """The model cards of the candidates kept for ``model`` (``*``: every model), in name order."""
+    return sorted((paths.ship_dir / CANDIDATES).glob(f"{model}_hsynth_run*.json"))
+
+
 def starting_card(paths: Paths, model: str) -> tuple[Path, dict[str, Any]] | None:
     """``(card path relative to ship_dir, card)`` of the best weights kept for ``model``: the shipped ones or a
     candidate (``ship_dir/candidates``: better than the shipped, short of the ship rule), the lowest HSynth-test
     fMSE of them; None when nothing is kept. A final run continues from them."""
-    cards = [Path(f"{model}_hsynth.json"), *(path.relative_to(paths.ship_dir) for path in
-                                            sorted((paths.ship_dir / CANDIDATES).glob(f"{model}_hsynth_run*.json")))]
-    kept = [(card, read_json(paths.ship_dir / card)) for card in cards if (paths.ship_dir / card).is_file()]
+    cards = [paths.ship_dir / f"{model}_hsynth.json", *candidate_cards(paths, model)]
+    kept = [(card.relative_to(paths.ship_dir), read_json(card)) for card in cards if card.is_file()]
     return min(kept, key=lambda item: item[1]["hsynth_test"]["model"]["fMSE"], default=None)
 
 
@@ -918,7 +922,7 @@ def stage_ship(paths: Paths, results: Mapping[str, Any]) -> None:
         test_photos = sorted({row["source_photo"] for row in read_meta(paths.hsynth / META_NAME)
                               if row["split"] == "test"})
         (paths.ship_dir / "test_photos.txt").write_text("\n".join(test_photos) + "\n")
-    candidates = [read_json(path) for path in sorted((paths.ship_dir / CANDIDATES).glob("*_hsynth_run*.json"))]
+    candidates = [read_json(path) for path in candidate_cards(paths)]
     if candidates:
         write_ship_readme(paths.ship_dir / CANDIDATES / "README.md", candidates, CANDIDATES_INTRO)
 
@@ -997,7 +1001,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="final runs to do (the held-out run needs iSSAM)")
     parser.add_argument("--no-held-out", action="store_true", help="skip the held-out-family run")
     parser.add_argument("--fresh", action="store_true",
-                        help="final runs start from the recipe's initialisation, not from the shipped weights")
+                        help="final runs start from the recipe's initialisation, not from the best kept weights "
+                             "(shipped or candidate)")
     parser.add_argument("--work-size", type=int, default=0,
                         help="training crop size (px) of the final runs (0: each recipe's WORK_SIZE)")
     parser.add_argument("--threads", type=int, default=2)

@@ -223,6 +223,11 @@ def test_a_painted_mask_is_used_and_bad_input_shows_a_message(browser, server, s
     page.click("#run")
     page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=60_000)
     assert "mask: 40x30 does not match the image 512x299" in page.inner_text("#error")
+    # a mask file over the server's limit is refused by the page before it uploads anything
+    (tmp_path / "big.png").write_bytes(os.urandom(LIMIT_MB * 2**20 + 1))
+    page.set_input_files("#mask", str(tmp_path / "big.png"))
+    page.click("#run")
+    assert f"the limit is {LIMIT_MB} MB" in page.inner_text("#error")
     # paint a square across the middle of the image, then harmonize with it
     page.check("#mask-paint")
     page.wait_for_selector("#paint:not([hidden])")

@@ -52,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         device = str(resolve_device(args.device))
     except ValueError as error:
         raise SystemExit(f"--device: {error}") from None
+    found = list_checkpoints(args.checkpoints)
     score = args.score_checkpoint
     if score is None:
-        score = next((Path(c["path"]) for c in list_checkpoints(args.checkpoints) if c["model"] == "BargainNet"),
-                     None)
+        score = next((Path(c["path"]) for c in found if c["model"] == "BargainNet"), None)
     work = Path(tempfile.mkdtemp(prefix="iharm-serve-"))
     tempfile.tempdir = str(work)  # uploads spooled to disk go there too
     try:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: --host {args.host} makes the page reachable from other machines", file=sys.stderr)
     state = ServerState(checkpoints_dir=args.checkpoints.resolve(), work_dir=work, device=device,
                         score_checkpoint=score, max_upload_bytes=int(args.max_upload_mb * 2**20))
-    print(f"serving on http://{args.host}:{args.port}/ (device {device}, {len(list_checkpoints(args.checkpoints))} "
+    print(f"serving on http://{args.host}:{args.port}/ (device {device}, {len(found)} "
           f"checkpoints under {args.checkpoints}, harmony score: {score or 'none'}); Ctrl-C stops", flush=True)
     # uvicorn stops gracefully on SIGTERM, then raises the signal again: let that end in the clean-up below
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

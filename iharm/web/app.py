@@ -35,8 +35,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from iharm.api import Harmonizer, as_image, as_mask, threshold_mask, OFFICIAL_MASK_THRESHOLD
-from iharm.data.io import read_image, read_mask, write_image
+from iharm.api import Harmonizer, as_mask, threshold_mask
+from iharm.data.io import read_image, write_image
 from iharm.model.registry import MODELS
 
 PAGE = Path(__file__).with_name("page.html")
@@ -138,8 +138,8 @@ def _harmonize(state: ServerState, folder: Path, image_path: Path, mask_path: Pa
                weights: Path, image_name: str) -> dict[str, object]:
     """Check the pair, harmonize it, write the result PNG into ``folder``; the answer's JSON."""
     try:
-        image = as_image(read_image(image_path))
-        mask = as_mask(read_mask(mask_path), image.shape[:2])
+        image = read_image(image_path)
+        mask = as_mask(mask_path, image.shape[:2])
     except ValueError as error:  # DataError included: it names the uploaded file's server path
         raise BadRequest(str(error).replace(str(folder) + "/", "")) from None
     with state.lock:  # one network at a time: the CPU threads are all in use already
@@ -154,7 +154,7 @@ def _harmonize(state: ServerState, folder: Path, image_path: Path, mask_path: Pa
         if state.score_checkpoint is None and model != "BargainNet":
             scores["score_note"] = "not scored: no BargainNet weights (serve.py --score-checkpoint PATH)"
         else:
-            scoring_mask = threshold_mask(mask, OFFICIAL_MASK_THRESHOLD)
+            scoring_mask = threshold_mask(mask, harmonizer.mask_threshold)
             try:
                 scores["score_before"] = round(harmonizer.harmony_score(image, scoring_mask).harmony_score, 4)
                 scores["score_after"] = round(harmonizer.harmony_score(result, scoring_mask).harmony_score, 4)
