@@ -32,15 +32,15 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-import torch
 from PIL import Image
 
 from iharm.data.io import mask_problem, read_image, read_mask
+from iharm.inference.evaluation import PRECISION_CHOICES, build_predictor
 from iharm.inference.full_resolution import Method, WorkingResolution, harmonize_full_resolution
 from iharm.inference.harmony_score import HarmonyResult, HarmonyScorer
-from iharm.inference.evaluation import PRECISION_CHOICES, build_predictor
 from iharm.inference.predictor import PRECISIONS
 from iharm.model.registry import get_model_spec
+from iharm.utils.device import resolve_device
 
 ImageLike = Union[np.ndarray, Image.Image, str, os.PathLike]
 MaskLike = Union[np.ndarray, Image.Image, str, os.PathLike]
@@ -49,19 +49,6 @@ MaskLike = Union[np.ndarray, Image.Image, str, os.PathLike]
 OFFICIAL_MASK_THRESHOLD = 100 / 255
 #: Where shipped weights lie (``checkpoints/hsynth/<model>_hsynth.pth``), the default checkpoint.
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints" / "hsynth"
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``'auto'`` (CUDA when available, else the CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or a device."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available on this machine; use 'cpu' or 'auto'")
-    return resolved
 
 
 def as_image(image: ImageLike) -> np.ndarray:
@@ -143,8 +130,9 @@ class Harmonizer:
     a weights file (default: the shipped HSynth weights); ``device`` 'auto',
     'cpu' or 'cuda[:N]'; ``precision`` 'fp32' (exact), 'bf16' or 'fp16' (CUDA).
     ``resize`` / ``resize_mode`` / ``method`` / ``keep_background`` /
-    ``mask_threshold`` are predict_for_dir.py's ``--resize``, ``--resize-mode``,
-    ``--method``, ``--keep-background`` and ``--mask-threshold`` (None: soft).
+    ``mask_threshold`` / ``invert_mask`` are predict_for_dir.py's ``--resize``,
+    ``--resize-mode``, ``--method``, ``--keep-background``, ``--mask-threshold``
+    (None: soft) and ``--invert-mask``; that command runs through this class.
     ``score_checkpoint`` names BargainNet weights for :meth:`harmony_score`
     (default: the model's own when it is BargainNet).
     """
@@ -152,7 +140,7 @@ class Harmonizer:
     def __init__(self, model: str = "DucoNet", checkpoint: str | os.PathLike | None = None, device: str = "auto",
                  precision: str = "fp32", resize: int | None = 256, resize_mode: str = "fixed",
                  method: Method = "affine", keep_background: bool = True,
-                 mask_threshold: float | None = OFFICIAL_MASK_THRESHOLD,
+                 mask_threshold: float | None = OFFICIAL_MASK_THRESHOLD, invert_mask: bool = False,
                  score_checkpoint: str | os.PathLike | None = None) -> None:
         get_model_spec(model)  # KeyError naming the registered models, before anything loads
         if PRECISION_CHOICES.get(precision, precision) not in PRECISIONS:
@@ -163,15 +151,16 @@ class Harmonizer:
         self.device = resolve_device(device)
         self.checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint(model)
         self.model_name, self.method, self.keep_background = model, method, keep_background
-        self.mask_threshold = mask_threshold
+        self.mask_threshold, self.invert_mask = mask_threshold, invert_mask
         self.predictor = build_predictor(model, self.checkpoint, self.device, precision=precision)
         self._score_checkpoint = score_checkpoint or (self.checkpoint if model == "BargainNet" else None)
         self._scorer: HarmonyScorer | None = None
 
     def prepare(self, image: ImageLike, mask: MaskLike) -> tuple[np.ndarray, np.ndarray]:
-        """The checked inputs of one call: (uint8 HxWx3 RGB, float32 HxW mask, thresholded as configured)."""
+        """The checked inputs of one call: (uint8 HxWx3 RGB, float32 HxW mask, thresholded and inverted as
+        configured); ValueError names what is wrong."""
         rgb = as_image(image)
-        values = threshold_mask(as_mask(mask, rgb.shape[:2]), self.mask_threshold)
+        values = threshold_mask(as_mask(mask, rgb.shape[:2]), self.mask_threshold, self.invert_mask)
         problem = mask_problem(values > 0, values < 1)
         if problem is not None:
             raise ValueError(problem)
@@ -179,8 +168,11 @@ class Harmonizer:
 
     def __call__(self, image: ImageLike, mask: MaskLike) -> np.ndarray:
         """The harmonized composite, uint8 HxWx3 RGB at the input's size."""
-        rgb, values = self.prepare(image, mask)
-        return harmonize_full_resolution(self.predictor, rgb, values, self.resolution, self.method,
+        return self.harmonize_prepared(*self.prepare(image, mask))
+
+    def harmonize_prepared(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The harmonized composite of inputs that :meth:`prepare` returned."""
+        return harmonize_full_resolution(self.predictor, rgb, mask, self.resolution, self.method,
                                          self.keep_background)
 
     def harmonize_many(self, pairs: Iterable[tuple[ImageLike, MaskLike]]) -> Iterator[np.ndarray]:
@@ -194,8 +186,7 @@ class Harmonizer:
         if len(images) != len(masks):
             raise ValueError(f"batch: {len(images)} images but {len(masks)} masks")
         prepared = [self.prepare(image, mask) for image, mask in zip(images, masks)]  # all checked first
-        return [harmonize_full_resolution(self.predictor, rgb, values, self.resolution, self.method,
-                                          self.keep_background) for rgb, values in prepared]
+        return [self.harmonize_prepared(rgb, values) for rgb, values in prepared]
 
     def harmony_score(self, image: ImageLike, mask: MaskLike) -> HarmonyResult:
         """BargainNet's harmony score of a composite (see :mod:`iharm.inference.harmony_score`)."""

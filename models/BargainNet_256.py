@@ -10,7 +10,7 @@ epochs, never decays). The official code ran batch 1 only; any batch size works 
 """
 from easydict import EasyDict as edict
 
-from iharm.engine.recipe import train_recipe
+from iharm.engine.recipe import base_lr, train_recipe
 from iharm.model.bargainnet_losses import LAMBDA_TRI, BargainNetL1, DomainTripletLoss
 from iharm.model.registry import get_model_spec
 
@@ -36,6 +36,6 @@ def train(model, cfg, model_cfg):
         model, cfg, model_cfg, loss_cfg=loss_cfg,
         # IHD_train.txt: all four subsets (HAdobe5k at the resolution the IHD root holds)
         train_keys=("IHD_PATH",), val_keys=("HFLICKR_PATH", "HDAY2NIGHT_PATH", "HCOCO_PATH"),
-        crop_size=model_cfg.crop_size, num_epochs=200, lr_milestones=(), lr=1e-4,
+        crop_size=model_cfg.crop_size, num_epochs=200, lr_milestones=(), lr=base_lr(cfg, 1e-4),
         keep_background_prob=0.05, min_foreground_area=1.0,
         checkpoint_interval=1, image_dump_interval=1000)

@@ -7,7 +7,7 @@ crop and the data (HADOBE5K1_PATH, the original HAdobe5k) differ.
 """
 from easydict import EasyDict as edict
 
-from iharm.engine.recipe import train_recipe
+from iharm.engine.recipe import base_lr, train_recipe
 from iharm.model.initializer import init_duconet_weights
 from iharm.model.losses import MaskWeightedMSE
 from iharm.model.registry import get_model_spec
@@ -22,7 +22,7 @@ def main(cfg):
 
 def init_model(cfg):
     model_cfg = edict(crop_size=CROP_SIZE, spec=get_model_spec("DucoNet"))
-    model = model_cfg.spec.build(control_module_start=cfg.get("control_module_start", -1))
+    model = model_cfg.spec.build(control_module_start=cfg.options.control_module_start)
     init_duconet_weights(model)
     return model, model_cfg
 
@@ -33,6 +33,6 @@ def train(model, cfg, model_cfg):
         model, cfg, model_cfg, loss_cfg=loss_cfg,
         train_keys=("HADOBE5K1_PATH",), val_keys=("HADOBE5K1_PATH",),
         crop_size=model_cfg.crop_size, num_epochs=120, lr_milestones=(105, 115),
-        lr=cfg.lr * (cfg.batch_size / 64) ** 0.5,
+        lr=base_lr(cfg, 1e-3) * (cfg.batch_size / 64) ** 0.5,
         keep_background_prob=0.05, min_foreground_area=10.0,
         checkpoint_interval=10, image_dump_interval=1000)

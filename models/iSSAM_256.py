@@ -5,7 +5,7 @@ the official models/fixed256/improved_ssam.py recipe, DucoNet's RGB backbone alo
 """
 from easydict import EasyDict as edict
 
-from iharm.engine.recipe import train_recipe
+from iharm.engine.recipe import base_lr, train_recipe
 from iharm.model.initializer import init_issam_weights
 from iharm.model.losses import MaskWeightedMSE
 from iharm.model.registry import get_model_spec
@@ -32,6 +32,6 @@ def train(model, cfg, model_cfg):
         train_keys=("HFLICKR_PATH", "HDAY2NIGHT_PATH", "HCOCO_PATH", "HADOBE5K_PATH"),
         val_keys=("HFLICKR_PATH", "HDAY2NIGHT_PATH", "HCOCO_PATH"),
         crop_size=model_cfg.crop_size, num_epochs=120, lr_milestones=(105, 115),
-        lr=cfg.lr * (cfg.batch_size / 64) ** 0.5,
+        lr=base_lr(cfg, 1e-3) * (cfg.batch_size / 64) ** 0.5,
         keep_background_prob=0.05, min_foreground_area=1.0,
         checkpoint_interval=10, image_dump_interval=1000)

@@ -11,7 +11,7 @@ over the plain path in wall and CPU time, peak memory above the idle process
 and its ratio, GMACs, exactness against the plain path) and writes everything,
 with the machine, threads and versions, as JSON (``--json``). Timings on a
 shared machine are noisy: compare the ratios of one run, and note the load
-average printed with every case. See :mod:`iharm.utils.benchmark` and
+average printed with every case. See :mod:`iharm.tools.benchmark` and
 docs/performance.md.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from iharm.model.registry import MODELS
-from iharm.utils.benchmark import (DEFAULT_CASES, END_TO_END_STRATEGIES, Case, Settings, end_to_end, format_report,
+from iharm.tools.benchmark import (DEFAULT_CASES, END_TO_END_STRATEGIES, Case, Settings, end_to_end, format_report,
                                    has_test_split, make_photo_test_set, run_benchmark, subset_view)
 
 

@@ -50,24 +50,22 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from evaluate_model_fg_ratios import FG_RATIO_BUCKETS, bucket_label, in_bucket  # noqa: E402
-from iharm.data import layout  # noqa: E402
-from iharm.data.color import rgb_to_lab  # noqa: E402
-from iharm.data.hdataset import HDataset  # noqa: E402
-from iharm.data.hsynth.builder import META_NAME, read_meta  # noqa: E402
-from iharm.data.hsynth.imageops import write_png  # noqa: E402
-from iharm.data.hsynth.subsets import family_of, write_working_copy  # noqa: E402
-from iharm.data.io import read_image, read_mask, write_image  # noqa: E402
-from iharm.data.transforms import HCompose, resize_transform  # noqa: E402
-from iharm.engine.training_state import STATE_FILE, load_training_state, trained_seconds  # noqa: E402
-from iharm.inference.evaluation import COMPOSITE, build_predictor  # noqa: E402
-from iharm.inference.metrics import METRIC_NAMES  # noqa: E402
-from iharm.model.registry import get_model_spec  # noqa: E402
-from iharm.utils.machine import cpu_model_and_flags, kernel_flags, native_bf16  # noqa: E402
-from iharm.inference.quality import (grouped_summaries, line_plot, markdown_table, mask_to_uint8,  # noqa: E402
-                                     read_per_image_csv, result_grid, with_ratio, write_small_jpeg)
+from iharm.data import layout
+from iharm.data.color import rgb_to_lab
+from iharm.data.hdataset import HDataset
+from iharm.data.hsynth.builder import META_NAME, read_meta
+from iharm.data.hsynth.imageops import write_png
+from iharm.data.hsynth.subsets import family_of, write_working_copy
+from iharm.data.io import encode_image, read_image, read_mask, write_encoded, write_image
+from iharm.data.transforms import HCompose, resize_transform
+from iharm.engine.training_state import STATE_FILE, load_training_state, trained_seconds
+from iharm.inference.evaluation import COMPOSITE, build_predictor
+from iharm.model.registry import get_model_spec
+from iharm.tools.quality import (grouped_summaries, line_plot, markdown_table, mask_to_uint8,
+                                 read_per_image_csv, result_grid, with_ratio, write_small_jpeg)
+from iharm.utils.machine import cpu_model_and_flags, kernel_flags, native_bf16
+from iharm.utils.metrics import FG_RATIO_BUCKETS, METRIC_NAMES, bucket_label, in_bucket
 
 PYTHON = sys.executable
 STAGES = ("data", "ablate", "train", "evaluate", "report", "ship")
@@ -85,7 +83,8 @@ LOAD_SAMPLE_SECONDS = 15.0
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: a recipe (``models/hsynth/*.py``), optionally with recipe constants overridden."""
+    """One training run: a recipe (``models/hsynth/*.py``), optionally with values of its RECIPE overridden
+    (``train.py --set``)."""
 
     name: str
     model: str
@@ -98,8 +97,8 @@ class Run:
 
     @property
     def live(self) -> bool:
-        """Trained on on-the-fly HSynth (the recipes' LIVE_SIZE), not on a fixed working copy."""
-        return self.overrides.get("LIVE_SIZE", True) is not None
+        """Trained on on-the-fly HSynth (the recipes' live_size), not on a fixed working copy."""
+        return self.overrides.get("live_size", True) is not None
 
     @property
     def composite_output(self) -> bool:
@@ -114,19 +113,19 @@ FINAL_RUNS = (
 )
 #: Held out: the working copy without one family (on-the-fly HSynth draws every family).
 HELD_OUT_RUN = Run("iSSAM-held-out", "iSSAM", "models/hsynth/iSSAM_hsynth.py", batch_size=16, lr=3e-3, held_out=True,
-                   overrides={"LIVE_SIZE": None})
+                   overrides={"live_size": None})
 _PAPER_LR = 1e-3 * (8 / 64) ** 0.5
 #: The ablations were measured on the fixed 256 px working copy of HSynth-train.
-_SHORT = {"SNAPSHOT_MINUTES": 4.0, "LIVE_SIZE": None}
+_SHORT = {"snapshot_minutes": 4.0, "live_size": None}
 ABLATIONS = (
     Run("abl-paper", "iSSAM", "models/hsynth/iSSAM_hsynth.py", 8, _PAPER_LR,
-        overrides={**_SHORT, "WORK_SIZE": 128, "GATE_LOGIT": None, "WARMUP_MINUTES": 0.0, "FINAL_LR_RATIO": 1.0},
+        overrides={**_SHORT, "work_size": 128, "gate_logit": None, "warmup_minutes": 0.0, "final_lr_ratio": 1.0},
         description="paper recipe at 128 px: official init, batch 8, constant lr 1e-3 x sqrt(8/64)"),
     Run("abl-gate", "iSSAM", "models/hsynth/iSSAM_hsynth.py", 8, _PAPER_LR,
-        overrides={**_SHORT, "WORK_SIZE": 128, "WARMUP_MINUTES": 0.0, "FINAL_LR_RATIO": 1.0},
+        overrides={**_SHORT, "work_size": 128, "warmup_minutes": 0.0, "final_lr_ratio": 1.0},
         description="+ fusion gate starts near the composite (logit 0.5)"),
     Run("abl-gate-cosine", "iSSAM", "models/hsynth/iSSAM_hsynth.py", 16, 3e-3,
-        overrides={**_SHORT, "WORK_SIZE": 128},
+        overrides={**_SHORT, "work_size": 128},
         description="+ batch 16, lr 3e-3, 1 min warm-up, cosine to the end of the budget"),
     Run("abl-64px", "iSSAM", "models/hsynth/iSSAM_hsynth.py", 16, 3e-3, overrides=_SHORT,
         description="+ 64 px crops instead of 128 (the final recipe)"),
@@ -212,9 +211,6 @@ class Paths:
     def shared_gt(self) -> Path:
         return self.out / "data" / "shared_gt"
 
-    def run_dir(self, run: Run) -> Path:
-        return self.out / "runs" / run.name
-
     def eval_dir(self, *parts: str) -> Path:
         return self.out.joinpath("eval", *parts)
 
@@ -281,11 +277,9 @@ def write_shared_gt_layout(shared_data: Path, dest: Path) -> None:
             if source.endswith(".jpg"):
                 shutil.copyfile(shared_data / source, path)
             else:
-                bgr = cv2.cvtColor(read_image(shared_data / source), cv2.COLOR_RGB2BGR)
-                ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 100,
-                                                         cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
-                                                         cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
-                path.write_bytes(encoded.tobytes())
+                write_encoded(path, encode_image(path, read_image(shared_data / source),
+                                                 [cv2.IMWRITE_JPEG_QUALITY, 100, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                                                  cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]))
         mask_path = subset / "masks" / layout.mask_name(composite_name)
         if not mask_path.exists():
             mask_path.parent.mkdir(parents=True, exist_ok=True)
@@ -308,23 +302,10 @@ def shared_gt_folders(paths: Paths) -> list[Path]:
 
 # --- stages: ablate and train ----------------------------------------------------------------------------------
 
-def recipe_script(paths: Paths, run: Run) -> Path:
-    """The recipe itself, or a generated script that loads it and overrides its constants."""
-    if not run.overrides:
-        return REPO / run.recipe
-    base = REPO / run.recipe
-    lines = [f'"""{run.name}: {base.name} with {dict(run.overrides)} (written by scripts/benchmark_quality.py)."""',
-             "import importlib.util", "",
-             f"_spec = importlib.util.spec_from_file_location('base_recipe', {str(base)!r})",
-             "recipe = importlib.util.module_from_spec(_spec)", "_spec.loader.exec_module(recipe)"]
-    for name, value in run.overrides.items():
-        lines.append(f"assert hasattr(recipe, {name!r}), 'unknown recipe constant {name}'")
-        lines.append(f"recipe.{name} = {value!r}")
-    lines += ["init_model, main = recipe.init_model, recipe.main", ""]
-    script = paths.run_dir(run) / f"{run.name.replace('-', '_')}.py"
-    script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text("\n".join(lines))
-    return script
+def recipe_flags(run: Run) -> list[str]:
+    """``train.py --set NAME=VALUE`` for each value of the recipe's RECIPE that ``run`` overrides."""
+    return [flag for name, value in run.overrides.items()
+            for flag in ("--set", f"{name}={json.dumps(list(value) if isinstance(value, tuple) else value)}")]
 
 
 def experiment_dir(paths: Paths, run: Run) -> Path | None:
@@ -349,11 +330,11 @@ def train_run(paths: Paths, run: Run, minutes: float, args: argparse.Namespace, 
         return existing
     final = run in FINAL_RUNS
     if final and args.work_size:  # the final runs' training crops, when not the recipe's
-        run = replace(run, overrides={**run.overrides, "WORK_SIZE": args.work_size})
+        run = replace(run, overrides={**run.overrides, "work_size": args.work_size})
     # A live run reads the photo pool (its config's PHOTOS_PATH) and keeps HSynth-test's photos out.
     data = paths.hsynth if run.live else paths.work_copy(held_out_family if run.held_out else None)
     batch_size = args.batch_size or run.batch_size
-    command = [PYTHON, "train.py", recipe_script(paths, run), "--device", "cpu", "--threads", args.threads,
+    command = [PYTHON, "train.py", REPO / run.recipe, *recipe_flags(run), "--device", "cpu", "--threads", args.threads,
                "--workers", args.workers, "--config-path", paths.config, "--dataset-path", data,
                "--batch-size", batch_size, "--lr", f"{run.lr:g}", "--max-train-minutes", f"{minutes:g}",
                "--seed", args.seed, "--exp-name", run.name, "--amp", "auto"]
@@ -764,7 +745,7 @@ def write_markdown(paths: Paths, results: Mapping[str, Any], meta: list[dict[str
         "",
         "## Per foreground-ratio bucket",
         "",
-        "Buckets are half-open ([a, b), the last one including 100 %), as `scripts/evaluate_model_fg_ratios.py`.",
+        "Buckets are half-open ([a, b), the last one including 100 %), as `scripts/evaluate_model_fg_ratios.py` (`iharm.utils.metrics.FG_RATIO_BUCKETS`).",
         "",
         markdown_table(results["buckets"], COLUMNS, "bucket: model"),
         "",
@@ -1004,7 +985,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="final runs start from the recipe's initialisation, not from the best kept weights "
                              "(shipped or candidate)")
     parser.add_argument("--work-size", type=int, default=0,
-                        help="training crop size (px) of the final runs (0: each recipe's WORK_SIZE)")
+                        help="training crop size (px) of the final runs (0: each recipe's work_size)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="training seed")

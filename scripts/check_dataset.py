@@ -14,9 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from iharm.data.checks import SEVERITIES, check_paths, format_summary  # noqa: E402
+from iharm.data.checks import SEVERITIES, check_paths, format_summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,11 +37,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from iharm.data.io import read_image, read_mask  # noqa: E402
-from iharm.inference.metrics import METRIC_NAMES, format_table  # noqa: E402
-from iharm.inference.quality import mask_to_uint8, result_grid, write_small_jpeg  # noqa: E402
+from iharm.data.io import read_image, read_mask
+from iharm.tools.quality import mask_to_uint8, result_grid, write_small_jpeg
+from iharm.utils.metrics import METRIC_NAMES, format_table
 
 PYTHON = sys.executable
 OUT = REPO / "demo"

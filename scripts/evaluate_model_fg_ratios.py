@@ -5,7 +5,7 @@
     python scripts/evaluate_model_fg_ratios.py Composite --dataset-path datasets/HSynth --gpu cpu
 
 The foreground ratio of an image is count(mask > 0.5) / (H * W) of its mask
-after resizing (``iharm.inference.metrics.foreground_ratio``). Buckets are
+after resizing (``iharm.utils.metrics.foreground_ratio``). Buckets are
 half-open, [a, b), the last one including 100 %, so every image is in exactly
 one; ``--legacy-closed-intervals`` uses the official closed intervals [a, b],
 where an image exactly on 5 % or 15 % counts in two buckets. The 0%-100% rows
@@ -24,26 +24,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from iharm.inference.evaluation import (DatasetResult, EvaluationReport, ImageResult, accumulate,
-                                        add_evaluation_arguments, run_evaluation_command)
-from iharm.inference.metrics import METRIC_NAMES, format_table, overall
+from iharm.inference.evaluation import DatasetResult, EvaluationReport, ImageResult, accumulate
+from iharm.tools.cli import add_evaluation_arguments, run_evaluation_command
 from iharm.utils.files import atomic_write_text
+from iharm.utils.metrics import FG_RATIO_BUCKETS, METRIC_NAMES, bucket_label, format_table, in_bucket, overall
 
 DEFAULT_DATASETS = ("HFlickr", "HDay2Night", "HCOCO", "HAdobe5k")
-FG_RATIO_BUCKETS = ((0.0, 0.05), (0.05, 0.15), (0.15, 1.0))
 ALL_IMAGES = (0.0, 1.0)
-
-
-def bucket_label(bucket: tuple[float, float]) -> str:
-    return f"{round(100 * bucket[0])}%-{round(100 * bucket[1])}%"
-
-
-def in_bucket(ratio: float, bucket: tuple[float, float], closed: bool) -> bool:
-    """[a, b) with 1.0 in the last bucket; [a, b] with ``closed`` (the official counting)."""
-    low, high = bucket
-    if closed or high >= 1.0:
-        return low <= ratio <= high
-    return low <= ratio < high
 
 
 def bucket_rows(datasets: Sequence[DatasetResult], closed: bool) -> dict[str, dict[str, float | None]]:

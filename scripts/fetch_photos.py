@@ -19,10 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from iharm.data.hsynth.photos import MANIFEST_NAME, MAX_SIDE, POOL_PATH, fetch_photos, read_pool  # noqa: E402
-from iharm.utils.files import OutputPathError, ensure_writable_folder, refuse_outputs_over_inputs  # noqa: E402
+from iharm.data.hsynth.photos import MANIFEST_NAME, MAX_SIDE, POOL_PATH, fetch_photos, read_pool
+from iharm.utils.files import OutputPathError, ensure_writable_folder, refuse_outputs_over_inputs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,11 +17,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from iharm.data.errors import DataError  # noqa: E402
-from iharm.data.hsynth.builder import BuildConfig, build_dataset, summarize  # noqa: E402
-from iharm.data.hsynth.preview import contact_sheet  # noqa: E402
+from iharm.data.errors import DataError
+from iharm.data.hsynth.builder import BuildConfig, build_dataset, summarize
+from iharm.data.hsynth.preview import contact_sheet
 
 
 def _print_table(title: str, table: dict[str, dict[str, float]]) -> None:

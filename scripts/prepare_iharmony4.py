@@ -19,10 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from iharm.data.errors import DataError  # noqa: E402
-from iharm.data.prepare import resize_subset, write_root_lists  # noqa: E402
+from iharm.data.errors import DataError
+from iharm.data.prepare import resize_subset, write_root_lists
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from iharm.engine.checkpoints import CheckpointError
 from iharm.model.bargainnet import BargainNet, StyleEncoder, UnetGenerator, load_style_encoder
+from iharm.model.checkpoints import CheckpointError
 from iharm.model.partialconv import PartialConv2d
 from iharm.model.registry import get_model_spec
 

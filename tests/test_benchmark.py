@@ -1,4 +1,4 @@
-"""scripts/benchmark.py and iharm.utils.benchmark: what a run reports, not how fast it is.
+"""scripts/benchmark.py and iharm.tools.benchmark: what a run reports, not how fast it is.
 
 A tiny run (iSSAM at 64 px, 2 repeats) must produce the documented JSON
 schema, compare every variant with the plain path (exact variants within a
@@ -16,7 +16,7 @@ import pytest
 from iharm.model.fast_path import FastPath
 from iharm.model.registry import get_model_spec
 from float_bounds import EPS32, K
-from iharm.utils.benchmark import (FAST, PLAIN, SCHEMA, Case, Settings, format_report, make_photo_test_set,
+from iharm.tools.benchmark import (FAST, PLAIN, SCHEMA, Case, Settings, format_report, make_photo_test_set,
                                    probe_memory, run_benchmark, summarize)
 
 REPO = Path(__file__).resolve().parents[1]

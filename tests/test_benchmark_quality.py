@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from iharm.data.hdataset import HDataset
-from iharm.data.io import read_image, read_mask
 from iharm.data.hsynth.subsets import select_composites, write_working_copy
+from iharm.data.io import read_image, read_mask
 from iharm.data.transforms import HCompose, resize_transform
 from iharm.inference.evaluation import ImageResult, write_per_image_csv
-from iharm.inference.quality import (grouped_summaries, markdown_table, read_per_image_csv, result_grid,
-                                     with_ratio, write_small_jpeg)
+from iharm.tools.quality import (grouped_summaries, markdown_table, read_per_image_csv, result_grid,
+                                 with_ratio, write_small_jpeg)
 from tiny_data import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -256,11 +256,12 @@ def test_a_refused_improvement_is_kept_as_a_candidate_and_the_next_run_continues
     with pytest.raises(InterruptedError):
         bq.train_run(fresh_out, bq.FINAL_RUNS[0], 1.0, args, "reinhard")
     assert commands[0][commands[0].index("--weights") + 1] == str(candidate)
-    assert commands[0][2] == str(REPO / "models/hsynth/iSSAM_hsynth.py")
-    # --work-size trains the final runs on other crops: a generated recipe that overrides WORK_SIZE
+    assert commands[0][2] == str(REPO / "models/hsynth/iSSAM_hsynth.py") and "--set" not in commands[0]
+    # --work-size trains the final runs on other crops: the recipe with --set work_size=128
     with pytest.raises(InterruptedError):
         bq.train_run(fresh_out, bq.FINAL_RUNS[0], 1.0, bq.parse_args(["--work-size", "128"]), "reinhard")
-    assert "recipe.WORK_SIZE = 128" in Path(commands[1][2]).read_text()
+    assert commands[1][2] == str(REPO / "models/hsynth/iSSAM_hsynth.py")
+    assert commands[1][3:5] == ["--set", "work_size=128"]
 
     # a run that does not beat the candidate is not kept; one that does but is refused again is run2
     continued = {"card": "candidates/iSSAM_hsynth_run1.json", "weights": candidate.name}

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from iharm.engine.recipe import start_at_composite
 from iharm.engine.schedules import WarmupCosineLR, warmup_cosine_factor
 from iharm.engine.training_state import load_training_state
+from iharm.model.initializer import start_at_composite
 from iharm.model.registry import get_model_spec
 from tiny_data import make_dataset
 

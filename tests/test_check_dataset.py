@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
+from iharm.data.checks import check_paths
 from iharm.data.hsynth.builder import BuildConfig, build_dataset
-from iharm.data.checks import check_paths, fg_bucket
 from iharm.data.prepare import write_root_lists
+from iharm.utils.metrics import fg_bucket
 from test_hsynth_builder import write_photo_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,11 +135,11 @@ def test_subset_folder_and_missing_pieces(tmp_path: Path) -> None:
 
 
 def test_foreground_buckets_are_half_open() -> None:
-    assert fg_bucket(0.0) == "0-5%"
-    assert fg_bucket(0.0499) == "0-5%"
-    assert fg_bucket(0.05) == "5-15%"
-    assert fg_bucket(0.15) == "15-100%"
-    assert fg_bucket(1.0) == "15-100%"
+    assert fg_bucket(0.0) == "0%-5%"
+    assert fg_bucket(0.0499) == "0%-5%"
+    assert fg_bucket(0.05) == "5%-15%"
+    assert fg_bucket(0.15) == "15%-100%"
+    assert fg_bucket(1.0) == "15%-100%"
 
 
 def test_shared_iharmony4_mini_passes_with_its_two_subsets(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from iharm.engine.checkpoints import CheckpointError
-from iharm.inference.evaluation import equal_size_groups, resolve_checkpoint
+from iharm.inference.evaluation import equal_size_groups
+from iharm.model.checkpoints import CheckpointError
 from iharm.model.initializer import init_issam_weights
 from iharm.model.registry import get_model_spec
+from iharm.tools.cli import resolve_checkpoint
 from tiny_data import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from iharm.inference.predictor import Predictor
 from iharm.model import fast_path as fast_path_module
 from iharm.model.duconet import DucoNet_model
 from iharm.model.fast_path import (DEFAULT_FAST_PATH, FastPath, FastPathModule, fast_path, fast_path_options,
-                                   get_fast_path, map_region, mask_box, set_fast_path)
+                                   map_region, mask_box, set_fast_path)
 from iharm.model.issam import SSAMImageHarmonization
 from iharm.model.losses import MaskWeightedMSE
 from iharm.model.registry import get_model_spec
@@ -253,8 +253,8 @@ def test_plain_path_is_selectable_and_restorable():
     assert modules and all(m.fast_path == DEFAULT_FAST_PATH for m in modules)
     with fast_path(net, False):
         assert all(m.fast_path == FastPath.plain() for m in modules)
-        assert not any(getattr(get_fast_path(net), name) for name in OPTIONS)
-    assert get_fast_path(net) == DEFAULT_FAST_PATH
+        assert not any(getattr(modules[0].fast_path, name) for name in OPTIONS)
+    assert all(m.fast_path == DEFAULT_FAST_PATH for m in modules)
     set_fast_path(net, FastPath.only("crop_to_mask"))
     assert all(m.fast_path == FastPath.only("crop_to_mask") for m in modules)
     with pytest.raises(ValueError, match="unknown fast-path options"):

@@ -24,7 +24,7 @@ import torch
 
 from iharm.data.errors import DataError
 from iharm.data.io import MAX_IMAGE_PIXELS, read_image, read_mask
-from iharm.engine.checkpoints import CheckpointError, load_state_dict_file, load_weights, save_atomic
+from iharm.model.checkpoints import CheckpointError, load_state_dict_file, load_weights, save_atomic
 from tiny_data import make_dataset, photo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def test_broken_files(tmp_path: Path, damage: str) -> None:
 
 _WRITER = """
 import sys, torch
-from iharm.engine.checkpoints import save_atomic
+from iharm.model.checkpoints import save_atomic
 path = sys.argv[1]
 big = {"w": torch.randn(4_000_000)}
 i = 0
@@ -141,6 +141,48 @@ def test_full_disk_reports_and_keeps_the_previous_file(tmp_path: Path, monkeypat
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # the temporary file was removed
+
+
+def _image_writers(rgb: np.ndarray):
+    """Every image writer of the library, as (name, write(path))."""
+    from iharm.data.hsynth.imageops import write_jpeg, write_png
+    from iharm.data.io import write_image
+    from iharm.engine.visualize import save_strip
+    from iharm.tools.quality import write_small_jpeg
+    return [("write_image", lambda path: write_image(path, rgb)), ("write_jpeg", lambda path: write_jpeg(path, rgb)),
+            ("write_png", lambda path: write_png(path.with_suffix(".png"), rgb[..., 0])),
+            ("save_strip", lambda path: save_strip(path, rgb)), ("write_small_jpeg", lambda path: write_small_jpeg(path, rgb))]
+
+
+def test_every_image_writer_keeps_the_previous_file_on_a_full_disk(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Image writers go through one atomic writer: a failed write leaves the old file and no temporary file."""
+    rgb = photo("coffee", (40, 30))
+    for name, write in _image_writers(rgb):
+        folder = tmp_path / name
+        folder.mkdir()
+        path = folder / "out.jpg"
+        target = path.with_suffix(".png") if name == "write_png" else path
+        target.write_bytes(b"previous")
+
+        def no_space(fd: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "fsync", no_space)
+        with pytest.raises(OSError, match="No space left"):
+            write(path)
+        monkeypatch.undo()
+        assert target.read_bytes() == b"previous", name
+        assert [p.name for p in folder.iterdir()] == [target.name], name
+        write(path)  # and the same call without the fault writes a decodable image
+        assert cv2.imread(str(target)) is not None, name
+
+
+def test_an_image_that_cannot_be_encoded_names_the_file(tmp_path: Path) -> None:
+    from iharm.data.io import write_image
+    with pytest.raises(DataError, match=r"out\.xyz: cannot encode a uint8 \(30, 40, 3\) image as '\.xyz'"):
+        write_image(tmp_path / "out.xyz", photo("coffee", (40, 30)))
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- checkpoints from strangers ----------------------------------------------------------------------

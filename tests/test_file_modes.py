@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from iharm.data.io import write_image
-from iharm.engine.checkpoints import save_atomic
+from iharm.model.checkpoints import save_atomic
 from iharm.utils.files import atomic_open
 
 

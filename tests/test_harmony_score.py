@@ -15,10 +15,10 @@ from torch import nn
 
 from iharm.data.errors import DataError
 from iharm.data.io import read_image, read_mask
-from iharm.engine.checkpoints import CheckpointError
 from iharm.inference.harmony_score import (HarmonyScorer, MaskSizeWarning, harmony_score, inharmony_level,
                                            prepare_inputs)
 from iharm.model.bargainnet import StyleEncoder
+from iharm.model.checkpoints import CheckpointError
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "predict_harmony_score.py"
 EXAMPLE = "composites_no_gt/bargainnet_example_{}{}.png"

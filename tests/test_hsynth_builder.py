@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from skimage import data
 
+from iharm.data.checks import check_paths
 from iharm.data.errors import DataError
 from iharm.data.hsynth import builder
 from iharm.data.hsynth.builder import BuildConfig, Photo, build_dataset, discover_photos, read_meta, split_photos
-from iharm.data.checks import check_paths
 from iharm.data.hsynth.photos import MANIFEST_FIELDS, write_manifest
 from iharm.data.io import read_image, read_mask
 

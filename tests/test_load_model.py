@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from iharm.engine.checkpoints import CheckpointError
 from iharm.inference import utils
 from iharm.inference.utils import load_model
+from iharm.model.checkpoints import CheckpointError
 from iharm.model.duconet import DucoNet_model
 from iharm.model.issam import SSAMImageHarmonization
 

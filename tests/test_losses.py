@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iharm.model.losses import MSE, MaskWeightedMSE
+from iharm.model.losses import MaskWeightedMSE
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +41,8 @@ def test_mask_weighted_mse_by_hand():
     assert MaskWeightedMSE().min_area == 1000
 
 
-def test_mse_by_hand():
-    pred = torch.zeros(2, 3, 2, 2)
-    target = torch.stack([torch.full((3, 2, 2), 1.0), torch.full((3, 2, 2), 3.0)])
-    assert MSE()(pred, target).tolist() == pytest.approx([1.0, 9.0])
-
-
 def test_losses_name_what_they_consume():
     assert MaskWeightedMSE().pred_outputs == ("images",)
     assert MaskWeightedMSE().gt_outputs == ("target_images", "masks")
-    assert MSE().pred_outputs == ("images",) and MSE().gt_outputs == ("target_images",)
     custom = MaskWeightedMSE(pred_name="out", gt_image_name="real", gt_mask_name="fg")
     assert (custom.pred_outputs, custom.gt_outputs) == (("out",), ("real", "fg"))

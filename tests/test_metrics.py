@@ -11,8 +11,8 @@ import torch
 from skimage.metrics import structural_similarity
 
 from iharm.data.io import read_image, read_mask
-from iharm.inference.metrics import (MetricsAccumulator, MetricVariant, foreground_ratio, format_table,
-                                     image_metrics, overall)
+from iharm.utils.metrics import (MetricsAccumulator, MetricVariant, foreground_ratio, format_table,
+                                 image_metrics, overall)
 
 
 def _tensors(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, ...]:

@@ -177,12 +177,12 @@ def test_precision_flag_reaches_the_predictor(checkpoint: Path, tmp_path: Path, 
     cv2.imwrite(str(tmp_path / "comp_mask.png"), mask)
     built: list[str] = []
 
-    class Recording(harmonize_command.Predictor):
+    class Recording(harmonize_command.Harmonizer):
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
-            built.append(self.precision)
+            built.append(self.predictor.precision)
 
-    monkeypatch.setattr(harmonize_command, "Predictor", Recording)
+    monkeypatch.setattr(harmonize_command, "Harmonizer", Recording)
     results = {}
     for precision in ("fp32", "bf16"):
         output = tmp_path / f"{precision}.png"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from iharm.data.errors import DataError
 from iharm.data.checks import check_paths
+from iharm.data.errors import DataError
 from iharm.data.prepare import resize_subset, write_root_lists
 
 REPO = Path(__file__).resolve().parents[1]

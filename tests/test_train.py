@@ -5,6 +5,7 @@ Every run is a real ``train.py`` process on a tiny dataset with a tiny iSSAM
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from iharm.data.hsynth.builder import BuildConfig, build_dataset
 from iharm.engine.training_state import load_training_state
 from iharm.inference.utils import load_model
-from iharm.data.hsynth.builder import BuildConfig, build_dataset
 from test_hsynth_builder import write_photo_folder
 from tiny_data import make_dataset
 
@@ -78,6 +79,12 @@ def test_cli_writes_documented_files_and_learns(tmp_path: Path, dataset: Path) -
     # the weights are a bare state dict in the official format, loadable by load_model
     model = load_model("iSSAM", exp / "checkpoints/last_checkpoint.pth")
     _assert_bitwise_equal(model.state_dict(), _weights(exp / "checkpoints/last_checkpoint.pth"))
+    # best_checkpoint.pth: the weights of the epoch with the lowest validation fMSE, as its record says
+    best = json.loads((exp / "checkpoints/best_checkpoint.json").read_text())
+    kept = [float(line.split("so far (")[1].split(")")[0]) for line in log.splitlines() if "so far (" in line]
+    assert kept and kept == sorted(kept, reverse=True) and best["fMSE"] == pytest.approx(kept[-1], abs=0.01)
+    _assert_bitwise_equal(_weights(exp / "checkpoints/best_checkpoint.pth"),
+                          _weights(exp / f"checkpoints/{best['epoch']:03d}.pth"))
     state = load_training_state(exp / "checkpoints/training_state.pth")
     assert (state["epoch"], state["step"], state["global_step"]) == (3, 0, 12)
 

@@ -6,11 +6,13 @@ empty, so that the next run's number does not move up.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from iharm.engine.recipe import TimeRecipe, with_overrides
 from test_train import REPO, SCRIPT, _config, _train
 from tiny_data import make_dataset
 
@@ -57,6 +59,36 @@ def test_bad_flags_are_one_line_and_exit_2(case, dataset, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and message in err, err
     assert not (tmp_path / "exps").exists()
+
+
+TIME_SCRIPT = REPO / "tests/model_scripts/models/tiny_issam_for_time.py"
+SET_CASES = {
+    "no recipe": (SCRIPT, "work_size=8", "tiny_issam.py declares no RECIPE to override"),
+    "unknown name": (TIME_SCRIPT, "size=8", "--set size=8: expected NAME=VALUE with NAME one of live_size, work_size"),
+    "no value": (TIME_SCRIPT, "work_size", "--set work_size: expected NAME=VALUE"),
+    "wrong kind": (TIME_SCRIPT, "work_size=1.5", "--set work_size=1.5: work_size takes a value like 32, got float"),
+    "not nullable": (TIME_SCRIPT, "work_size=null", "--set work_size=null: work_size takes a value like 32"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SET_CASES))
+def test_bad_recipe_overrides_are_refused_before_anything_starts(case, dataset, tmp_path, capsys):
+    script, assignment, message = SET_CASES[case]
+    argv = [str(script), "--device", "cpu", "--dataset-path", str(dataset), "--config-path", str(_config(tmp_path)),
+            "--workers", "0", "--max-train-minutes", "1", "--set", assignment]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and message in err, err
+    assert not (tmp_path / "exps").exists()
+
+
+def test_recipe_overrides_are_typed_values():
+    recipe = TimeRecipe()
+    changed = with_overrides(recipe, ["work_size=128", "crop_scale=[0.25, 1]", "gate_logit=null", "peak_lr=1",
+                                      "live_size=null"])
+    assert changed == replace(recipe, work_size=128, crop_scale=(0.25, 1), gate_logit=None, peak_lr=1.0,
+                              live_size=None)
+    assert isinstance(changed.peak_lr, float) and with_overrides(recipe, []) == recipe
 
 
 def test_a_model_script_with_a_syntax_error(tmp_path, capsys):

@@ -18,8 +18,8 @@ import sys
 
 from typing import Any
 
-from iharm.inference.evaluation import (DEFAULT_DATASETS, EvaluationReport, add_evaluation_arguments,
-                                        run_evaluation_command)
+from iharm.inference.evaluation import DEFAULT_DATASETS, EvaluationReport
+from iharm.tools.cli import add_evaluation_arguments, run_evaluation_command
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -49,19 +49,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from iharm.api import OFFICIAL_MASK_THRESHOLD, threshold_mask
+from iharm.api import OFFICIAL_MASK_THRESHOLD, Harmonizer
 from iharm.data.errors import DataError
-from iharm.data.io import IMAGE_EXTENSIONS, mask_problem, read_image, read_mask, write_image
-from iharm.engine.checkpoints import CheckpointError
-from iharm.inference.evaluation import PRECISION_CHOICES, add_precision_argument, resolve_checkpoint, select_device
+from iharm.data.io import read_image, read_mask, write_image
+from iharm.errors import IharmError
+from iharm.inference.full_resolution import UPSAMPLING_METHODS, WorkingResolution
 from iharm.inference.pairing import pair_masks
-from iharm.inference.full_resolution import UPSAMPLING_METHODS, WorkingResolution, harmonize_full_resolution
-from iharm.inference.predictor import Predictor
-from iharm.inference.utils import load_model
-from iharm.model.registry import MODELS, get_model_spec
+from iharm.model.registry import MODELS
+from iharm.tools.cli import add_device_arguments, add_precision_argument, device_from_args, resolve_checkpoint
 from iharm.utils.config import ConfigError, load_config
 from iharm.utils.files import check_output_file, ensure_writable_folder, refuse_outputs_over_inputs
 from iharm.utils.log import warnings_as_lines
@@ -108,7 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="redo images whose output already exists")
     parser.add_argument("--original-size", action="store_true",
                         help="official flag, accepted for compatibility: outputs always have the original size")
-    parser.add_argument("--gpu", default=None, help="GPU index or 'cpu' (default: GPU 0 if available, else CPU)")
+    add_device_arguments(parser)
     add_precision_argument(parser)
     parser.add_argument("--config-path", default=None, help="config file (MODELS_PATH, EXPS_PATH)")
     args = parser.parse_args(argv)
@@ -170,19 +167,18 @@ def folder_jobs(images_dir: Path, masks_dir: Path, results: Path,
     return jobs, notes
 
 
-def run_job(job: Job, predictor: Predictor, args: argparse.Namespace) -> None:
+def run_job(job: Job, harmonizer: Harmonizer, args: argparse.Namespace) -> None:
     """Read, check, harmonize and write one image; a DataError says what is wrong with which file."""
     image = read_image(job.image)
     mask = read_mask(job.mask)
     if mask.shape != image.shape[:2]:
         raise DataError(job.mask, f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {job.image} is "
                                   f"{image.shape[1]}x{image.shape[0]}; masks must have the image's size")
-    mask = threshold_mask(mask, args.threshold, args.invert_mask)
-    problem = mask_problem(mask > 0, mask < 1)
-    if problem is not None:
-        raise DataError(job.mask, f"{problem} (after thresholding{' and inversion' if args.invert_mask else ''})")
-    result = harmonize_full_resolution(predictor, image, mask, args.resolution, args.method, args.keep_background)
-    write_image(job.output, result, args.jpeg_quality)
+    try:
+        rgb, values = harmonizer.prepare(image, mask)
+    except ValueError as exc:
+        raise DataError(job.mask, f"{exc} (after thresholding{' and inversion' if args.invert_mask else ''})") from None
+    write_image(job.output, harmonizer.harmonize_prepared(rgb, values), args.jpeg_quality)
 
 
 def check_outputs(jobs: list[Job], results: Path | None, args: argparse.Namespace, checkpoint: Path) -> None:
@@ -214,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             jobs, notes = folder_jobs(args.images, args.masks, results, args.output_format)
         check_outputs(jobs, results, args, Path(checkpoint))
-    except (ConfigError, CheckpointError, ValueError) as exc:
+    except (IharmError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for note in notes:
@@ -223,10 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.images}: no images found", file=sys.stderr)
         return 1
     try:
-        device = select_device(args.gpu)
-        predictor = Predictor(load_model(args.model_type, checkpoint, device), get_model_spec(args.model_type),
-                              device, precision=PRECISION_CHOICES[args.precision])
-    except (ConfigError, CheckpointError, ValueError) as exc:
+        harmonizer = Harmonizer(args.model_type, checkpoint, device=device_from_args(args), precision=args.precision,
+                                resize=args.resolution.size, resize_mode=args.resolution.mode, method=args.method,
+                                keep_background=args.keep_background, mask_threshold=args.threshold,
+                                invert_mask=args.invert_mask)
+    except (IharmError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -240,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             if job.problem is not None:
                 raise DataError(job.problem)
             with warnings_as_lines(lambda line: tqdm.write(line, file=sys.stderr)):
-                run_job(job, predictor, args)
+                run_job(job, harmonizer, args)
             written += 1
         except (DataError, ValueError, RuntimeError, OSError) as exc:
             message = str(exc) if isinstance(exc, DataError) else f"{job.image}: {type(exc).__name__}: {exc}"

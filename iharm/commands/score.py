@@ -28,9 +28,10 @@ import sys
 from pathlib import Path
 
 from iharm.data.errors import DataError
-from iharm.engine.checkpoints import CheckpointError
+from iharm.errors import IharmError
 from iharm.inference.harmony_score import HarmonyResult, HarmonyScorer
 from iharm.inference.pairing import pair_masks
+from iharm.tools.cli import add_device_arguments, device_from_args
 from iharm.utils.files import atomic_write_text, check_output_file
 from iharm.utils.log import warnings_as_lines
 
@@ -47,15 +48,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mask", type=Path, help="the foreground mask of --image")
     parser.add_argument("--masks", type=Path, help="folder of the masks of --images (default: the --images folder)")
     parser.add_argument("--output", type=Path, help="write one CSV row per image here")
-    device = parser.add_mutually_exclusive_group()
-    device.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    device.add_argument("--gpu", help="official flag: GPU index (cuda:N), or 'cpu'")
+    add_device_arguments(parser)
     parser.add_argument("--strict-mask-size", action="store_true",
                         help="refuse a mask whose size differs from its image's (default: stretch it to the "
                              "image, as the official script does, with a warning)")
     args = parser.parse_args(argv)
-    if args.gpu is not None:
-        args.device = "cpu" if args.gpu == "cpu" else f"cuda:{args.gpu}"
     if args.image is not None and args.mask is None:
         parser.error("--image needs --mask")
     if args.images is not None:
@@ -96,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                       *(mask for _, mask in pairs if isinstance(mask, Path))]
             inputs += [args.images, args.masks] if args.images is not None else []
             check_output_file(args.output, "--output", inputs)
-        scorer = HarmonyScorer.from_checkpoint(args.checkpoint, args.device)
-    except (CheckpointError, ValueError) as exc:
+        scorer = HarmonyScorer.from_checkpoint(args.checkpoint, device_from_args(args))
+    except (IharmError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not pairs:

@@ -16,7 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from iharm.api import SHIPPED_DIR, resolve_device
+from iharm.api import SHIPPED_DIR
+from iharm.tools.cli import add_device_arguments, device_from_args
 from iharm.web.app import MAX_UPLOAD_BYTES, ServerState, create_app, list_checkpoints
 
 
@@ -29,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--score-checkpoint", type=Path, default=None,
                         help="BargainNet weights (latest_net_E.pth or a BargainNet .pth) for the harmony score "
                              "(default: the first BargainNet weights under --checkpoints, if any)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_arguments(parser)
     parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20,
                         help="largest upload accepted (image and mask together)")
     args = parser.parse_args(argv)
@@ -49,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn  # the server itself, only when serving
 
     try:
-        device = str(resolve_device(args.device))
+        device = str(device_from_args(args))
     except ValueError as error:
-        raise SystemExit(f"--device: {error}") from None
+        raise SystemExit(f"error: {error}") from None
     found = list_checkpoints(args.checkpoints)
     score = args.score_checkpoint
     if score is None:

@@ -22,18 +22,20 @@ import os
 import random
 import signal
 import sys
+from dataclasses import asdict, fields
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import torch
 
-from iharm.data.errors import DataError
-from iharm.engine.checkpoints import CheckpointError
 from iharm.engine.distributed import cleanup, init_distributed, launched_by_torchrun, spawn
+from iharm.engine.experiment import init_experiment, remove_unused_experiment
+from iharm.engine.options import DEFAULTS, TrainOptions
+from iharm.engine.recipe import with_overrides
 from iharm.engine.trainer import NonFiniteLossError, TrainingAborted, TrainingInterrupted
+from iharm.errors import IharmError
 from iharm.utils.config import ConfigError, load_config
-from iharm.utils.exp import ExperimentError, init_experiment, remove_unused_experiment
 from iharm.utils.log import logger, setup_logging
 
 EXIT_BAD_INPUT = 2
@@ -44,50 +46,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_path", type=Path, help="model script, e.g. models/DucoNet_256.py")
     official = parser.add_argument_group("official flags")
-    official.add_argument("--exp-name", default="", help="suffix of the experiment folder NNN_<exp-name>")
-    official.add_argument("--workers", type=int, default=4, help="data loader processes per training process")
-    official.add_argument("--batch-size", type=int, default=-1,
+    official.add_argument("--exp-name", default=DEFAULTS.exp_name,
+                          help="suffix of the experiment folder NNN_<exp-name>")
+    official.add_argument("--workers", type=int, default=DEFAULTS.workers,
+                          help="data loader processes per training process")
+    official.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                           help="global batch size over all processes (< 1: 16, the official default)")
-    official.add_argument("--ngpus", type=int, default=1, help="number of GPUs when --gpus is not given (0: CPU)")
-    official.add_argument("--gpus", default="", help="GPU ids, e.g. 0,1: one process per GPU")
-    official.add_argument("--resume-exp", default=None, help="continue the experiment whose folder starts with this")
-    official.add_argument("--resume-prefix", default="latest",
+    official.add_argument("--ngpus", type=int, default=DEFAULTS.ngpus,
+                          help="number of GPUs when --gpus is not given (0: CPU)")
+    official.add_argument("--gpus", default=DEFAULTS.gpus, help="GPU ids, e.g. 0,1: one process per GPU")
+    official.add_argument("--resume-exp", default=DEFAULTS.resume_exp,
+                          help="continue the experiment whose folder starts with this")
+    official.add_argument("--resume-prefix", default=DEFAULTS.resume_prefix,
                           help="latest (default): the exact training state if there is one, else "
                                "last_checkpoint.pth; 'last' or NNN: that weights file only, fresh optimizer")
-    official.add_argument("--start-epoch", type=int, default=0, help="first epoch when resuming from weights only")
-    official.add_argument("--weights", default=None, help="initialise from this weights file")
-    official.add_argument("--lr", type=float, default=1e-3, help="base learning rate (scaled by sqrt(batch/64) "
-                                                                 "in the DucoNet / iSSAM recipes)")
-    official.add_argument("--control_module_start", type=int, default=-1,
+    official.add_argument("--start-epoch", type=int, default=DEFAULTS.start_epoch,
+                          help="first epoch when resuming from weights only")
+    official.add_argument("--weights", default=DEFAULTS.weights, help="initialise from this weights file")
+    official.add_argument("--lr", type=float, default=DEFAULTS.lr,
+                          help="the recipe's base learning rate (default: the recipe's own; 1e-3 in the DucoNet / "
+                               "iSSAM recipes, which scale it by sqrt(batch/64), 1e-4 in BargainNet_256.py)")
+    official.add_argument("--control_module_start", type=int, default=DEFAULTS.control_module_start,
                           help="DucoNet: first decoder stage with a Lab control module (-1: all)")
     modern = parser.add_argument_group("run options")
-    modern.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    modern.add_argument("--amp", choices=("off", "auto", "bf16", "fp16"), default="off",
+    modern.add_argument("--device", choices=("auto", "cpu", "cuda"), default=DEFAULTS.device)
+    modern.add_argument("--amp", choices=("off", "auto", "bf16", "fp16"), default=DEFAULTS.amp,
                         help="autocast precision (fp16 only on CUDA, with a gradient scaler; auto: bf16 on CUDA "
                              "and on CPUs with native bf16, avx512_bf16 or AMX, off elsewhere)")
     modern.add_argument("--channels-last", action="store_true", help="NHWC memory format")
-    modern.add_argument("--clip-grad", type=float, default=0.0, help="clip the gradient norm to this (0: off)")
-    modern.add_argument("--epochs", type=int, default=None, help="override the recipe's number of epochs")
-    modern.add_argument("--seed", type=int, default=0, help="data order, augmentation and initialisation seed")
+    modern.add_argument("--clip-grad", type=float, default=DEFAULTS.clip_grad,
+                        help="clip the gradient norm to this (0: off)")
+    modern.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="override the recipe's number of epochs")
+    modern.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                        help="data order, augmentation and initialisation seed")
     modern.add_argument("--deterministic", action="store_true", help="deterministic kernels (bitwise reproducible)")
-    modern.add_argument("--val-every", type=int, default=1, help="validate every N epochs (and after the last)")
-    modern.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps in total")
-    modern.add_argument("--max-train-minutes", type=float, default=0.0, help="stop after this much training time")
-    modern.add_argument("--dataset-path", default=None,
+    modern.add_argument("--val-every", type=int, default=DEFAULTS.val_every,
+                        help="validate every N epochs (and after the last)")
+    modern.add_argument("--max-steps", type=int, default=DEFAULTS.max_steps,
+                        help="stop after this many optimizer steps in total")
+    modern.add_argument("--max-train-minutes", type=float, default=DEFAULTS.max_train_minutes,
+                        help="stop after this much training time")
+    modern.add_argument("--dataset-path", default=DEFAULTS.dataset_path,
                         help="train and validate on these iHarmony4-layout folders (comma-separated) "
                              "instead of the recipe's datasets")
     modern.add_argument("--config-path", default=None, help="config file (default: config.yml of the repository)")
     modern.add_argument("--skip-bad-samples", action="store_true",
                         help="skip unreadable or inconsistent samples, count them and list them each epoch "
                              "(default: stop with an error naming the file)")
-    modern.add_argument("--state-every", type=int, default=0, help="save the training state every N steps")
-    modern.add_argument("--state-every-minutes", type=float, default=10.0,
+    modern.add_argument("--state-every", type=int, default=DEFAULTS.state_every,
+                        help="save the training state every N steps")
+    modern.add_argument("--state-every-minutes", type=float, default=DEFAULTS.state_every_minutes,
                         help="save the training state every N minutes (and always at epoch ends and on stop)")
     modern.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs")
-    modern.add_argument("--dist-timeout", type=float, default=10.0,
+    modern.add_argument("--dist-timeout", type=float, default=DEFAULTS.dist_timeout,
                         help="minutes before a collective with a dead peer fails instead of hanging")
-    modern.add_argument("--threads", type=int, default=0, help="torch CPU threads per process (0: automatic)")
-    modern.add_argument("--nproc", type=int, default=1, help="CPU processes to spawn (gloo), like --ngpus on GPUs")
+    modern.add_argument("--threads", type=int, default=DEFAULTS.threads,
+                        help="torch CPU threads per process (0: automatic)")
+    modern.add_argument("--nproc", type=int, default=DEFAULTS.nproc,
+                        help="CPU processes to spawn (gloo), like --ngpus on GPUs")
+    modern.add_argument("--set", dest="recipe_set", action="append", default=None, metavar="NAME=VALUE",
+                        help="override a value of the model script's RECIPE (models/hsynth/*.py), e.g. "
+                             "--set work_size=128 (repeatable; values are YAML: 128, null, [0.5, 1.0])")
     return parser.parse_args(argv)
 
 
@@ -98,7 +117,8 @@ def validate_args(args: argparse.Namespace) -> None:
         if not ok:
             raise ConfigError(f"{flag} {value}: {rule}")
 
-    require(math.isfinite(args.lr) and args.lr > 0, "--lr", args.lr, "must be a finite number > 0")
+    require(args.lr is None or (math.isfinite(args.lr) and args.lr > 0), "--lr", args.lr,
+            "must be a finite number > 0")
     require(args.batch_size >= 1 or args.batch_size == -1, "--batch-size", args.batch_size,
             "must be >= 1 (or -1, the default: 16)")
     for flag, value, minimum in (("--workers", args.workers, 0), ("--max-steps", args.max_steps, 0),
@@ -134,10 +154,29 @@ def load_model_script(path: Path) -> ModuleType:
         raise ConfigError(f"{path}:{exc.lineno}: syntax error in the model script: {exc.msg}") from None
     except ImportError as exc:
         raise ConfigError(f"{path}: the model script cannot be imported: {exc}") from None
-    for name in ("init_model", "main"):
-        if not callable(getattr(module, name, None)):
-            raise ConfigError(f"{path}: a model script must define {name}(cfg)")
+    if not callable(getattr(module, "main", None)):
+        raise ConfigError(f"{path}: a model script must define main(cfg)")
     return module
+
+
+def train_options(args: argparse.Namespace) -> TrainOptions:
+    """The parsed flags as the run's typed options (a batch size < 1 is the official default, 16)."""
+    values = {f.name: getattr(args, f.name) for f in fields(TrainOptions)}
+    values["recipe_set"] = tuple(values["recipe_set"] or ())
+    if values["batch_size"] < 1:
+        values["batch_size"] = DEFAULTS.batch_size
+    return TrainOptions(**values)
+
+
+def check_recipe_overrides(script: ModuleType, args: argparse.Namespace) -> None:
+    """``--set`` names values of the script's ``RECIPE`` (ConfigError before any work otherwise)."""
+    if not args.recipe_set:
+        return
+    recipe = getattr(script, "RECIPE", None)
+    if recipe is None:
+        raise ConfigError(f"--set {args.recipe_set[0]}: {args.model_path} declares no RECIPE to override "
+                          "(the time-bounded recipes of models/hsynth/ do)")
+    with_overrides(recipe, args.recipe_set)
 
 
 def _device_type(args: argparse.Namespace) -> str:
@@ -171,13 +210,13 @@ def run_worker(args: argparse.Namespace) -> int:
             torch.backends.cudnn.benchmark = False
         else:
             torch.backends.cudnn.benchmark = True
-        overrides = {k: v for k, v in vars(args).items() if k not in ("config_path", "model_path")}
-        cfg = load_config(args.config_path, overrides=overrides)
-        cfg.batch_size = 16 if args.batch_size < 1 else args.batch_size
+        options = train_options(args)
+        cfg = load_config(args.config_path, overrides=asdict(options))
         script = load_model_script(args.model_path)
         cfg = init_experiment(cfg, args.model_path, info.is_main)
         setup_logging(Path(cfg.LOGS_PATH) / f"train_{Path(cfg.EXP_PATH).name}.log", info.is_main)
         cfg.dist = info
+        cfg.options = options  # after init_experiment, which writes cfg's plain values to config.yml
         logger.info("experiment %s on %s (%d process%s), command: %s", cfg.EXP_PATH, info.device,
                     info.world_size, "es" if info.world_size > 1 else "", " ".join(sys.argv))
         script.main(cfg)
@@ -191,7 +230,7 @@ def run_worker(args: argparse.Namespace) -> int:
     except NonFiniteLossError as exc:
         logger.error(str(exc))
         return EXIT_NON_FINITE
-    except (DataError, ConfigError, CheckpointError, ExperimentError) as exc:
+    except IharmError as exc:
         logger.error(str(exc))
         if cfg is not None and "EXP_PATH" in cfg and not args.resume_exp and info.is_main:
             logging.shutdown()  # the log file lives in the folder
@@ -213,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         validate_args(args)
-        load_model_script(args.model_path)  # a broken script is found before any process starts
+        script = load_model_script(args.model_path)  # a broken script is found before any process starts
+        check_recipe_overrides(script, args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

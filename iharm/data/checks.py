@@ -25,12 +25,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from iharm.data.errors import DataError
 from iharm.data import layout
+from iharm.data.errors import DataError
 from iharm.data.io import IMAGE_EXTENSIONS, read_image, read_mask
+from iharm.utils.metrics import FG_RATIO_BUCKETS, bucket_label, fg_bucket
 
-#: Foreground-ratio buckets of the summary, half-open: [0, 5 %), [5 %, 15 %), [15 %, 100 %].
-FG_BUCKETS = ((0.0, 0.05, "0-5%"), (0.05, 0.15, "5-15%"), (0.15, float("inf"), "15-100%"))
 SEVERITIES = ("error", "warning", "info")
 
 
@@ -73,14 +72,6 @@ class CheckReport:
 
     def count(self, severity: str) -> int:
         return sum(1 for p in self.problems if p.severity == severity)
-
-
-def fg_bucket(ratio: float) -> str:
-    """The label of the half-open foreground-ratio bucket ``ratio`` (0..1) falls in."""
-    for low, high, label in FG_BUCKETS:
-        if low <= ratio < high:
-            return label
-    raise ValueError(f"foreground ratio {ratio} outside [0, 1]")
 
 
 def _read_list(path: Path, report: CheckReport) -> list[tuple[int, str]]:
@@ -212,7 +203,7 @@ class _SubsetChecker:
                 self.report.add("error", exc.path, exc.message)
                 self.mask_info[name] = None
                 return None
-            # Foreground = mask > 0.5, as iharm.inference.metrics.foreground_ratio buckets
+            # Foreground = mask > 0.5, as iharm.utils.metrics.foreground_ratio buckets
             # images: JPEG noise (values 1..3 in the background) must neither make an
             # empty mask look non-empty nor a full one look partial.
             foreground = mask > 0.5
@@ -306,7 +297,7 @@ def format_summary(report: CheckReport) -> str:
         total = sum(s.fg_buckets.values())
         if total:
             buckets = ", ".join(f"{label} {s.fg_buckets[label]} ({s.fg_buckets[label] / total:.0%})"
-                                for _, _, label in FG_BUCKETS)
+                                for label in map(bucket_label, FG_RATIO_BUCKETS))
             lines.append(f"  foreground ratio per composite, [low, high): {buckets}")
         if s.soft_masks:
             lines.append(f"  {s.soft_masks} mask(s) with values between 0 and 255 (soft edges or JPEG noise)")

@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from iharm.errors import IharmError
 
-class DataError(ValueError):
+
+class DataError(IharmError, ValueError):
     """A dataset or image file is missing, unreadable or inconsistent.
 
     ``str(error)`` reads ``<path>[:<line>]: <what is wrong>`` so that a user can

@@ -34,9 +34,9 @@ from iharm.data.layout import find_list, mask_name, real_name
 from iharm.data.transforms import HCompose
 
 #: When the Lab image is computed: from the original-resolution RGB and then
-#: resized with it ("original", the official pipeline), from the augmented RGB
-#: ("after_resize"), or not at all ("none", for models without a Lab branch).
-LabMode = Literal["original", "after_resize", "none"]
+#: resized with it ("original", the official pipeline), or not at all ("none",
+#: for models without a Lab branch).
+LabMode = Literal["original", "none"]
 
 @dataclass(frozen=True)
 class Entry:
@@ -134,8 +134,8 @@ class BaseHDataset(Dataset):
     def __init__(self, augmentator: HCompose | None = None, keep_background_prob: float = -1.0,
                  min_foreground_area: float = 10.0, lab: LabMode = "original",
                  skip_bad_samples: bool = False) -> None:
-        if lab not in ("original", "after_resize", "none"):
-            raise ValueError(f"lab must be 'original', 'after_resize' or 'none', got {lab!r}")
+        if lab not in ("original", "none"):
+            raise ValueError(f"lab must be 'original' or 'none', got {lab!r}")
         self.augmentator = augmentator
         self.keep_background_prob = keep_background_prob
         self.min_foreground_area = min_foreground_area
@@ -161,10 +161,7 @@ class BaseHDataset(Dataset):
         rng = np.random.default_rng(seed)
         if self.lab == "original":
             sample["image_lab"] = rgb_to_lab(sample["image"])
-        sample = self.augment_sample(sample, rng)
-        if self.lab == "after_resize":
-            sample["image_lab"] = rgb_to_lab(sample["image"])
-        return self.to_tensors(sample, index)
+        return self.to_tensors(self.augment_sample(sample, rng), index)
 
     def augment_sample(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         if self.augmentator is None:

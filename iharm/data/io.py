@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import struct
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -181,23 +182,45 @@ def mask_problem(foreground: np.ndarray, background: np.ndarray | None = None) -
     return None
 
 
-def write_image(path: str | os.PathLike, rgb: np.ndarray, jpeg_quality: int = 95) -> None:
-    """Write a uint8 HxWx3 RGB image, encoded by the file extension, atomically.
+def encode_image(path: str | os.PathLike, image: np.ndarray, params: Sequence[int] = (), rgb: bool = True) -> bytes:
+    """``image`` encoded as the extension of ``path`` (or a bare ``".jpg"``) says, in memory; DataError
+    naming ``path`` if it cannot be.
 
-    The image is encoded in memory first (``cv2.imwrite`` would return False
-    without a reason for an unknown extension), written to a temporary file in
-    the same folder, fsynced and renamed over ``path``: an interrupted run never
-    leaves a half-written image that a resumed run would take for a finished one.
+    ``rgb``: a 3-channel image is RGB (converted to OpenCV's BGR); False: it is
+    already BGR, or has one channel. Encoding first gives a reason where
+    ``cv2.imwrite`` would return False (and write nothing) without one.
     """
     path = Path(path)
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"write_image: expected a uint8 HxWx3 RGB array, got {rgb.dtype} {rgb.shape}")
-    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    suffix = path.suffix or path.name  # a bare ".jpg" is a suffix, not a hidden file
     try:
-        ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+        ok, encoded = cv2.imencode(suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if rgb else image, list(params))
     except cv2.error:
         ok = False
     if not ok:
-        raise DataError(path, f"cannot encode an image as '{path.suffix}' (use one of {', '.join(IMAGE_EXTENSIONS)})")
+        raise DataError(path, f"cannot encode a {image.dtype} {image.shape} image as '{suffix}' "
+                              f"(use one of {', '.join(IMAGE_EXTENSIONS)})")
+    return encoded.tobytes()
+
+
+def write_encoded(path: str | os.PathLike, data: bytes) -> None:
+    """Write an encoded image atomically (temporary file, fsync, rename; the folder is created): an
+    interrupted run never leaves a half-written image that a resumed run would take for a finished one."""
     with atomic_open(path) as handle:
-        handle.write(encoded.tobytes())
+        handle.write(data)
+
+
+def jpeg_within(rgb: np.ndarray, max_bytes: int, qualities: Iterable[int] = range(95, 35, -5)) -> bytes | None:
+    """The JPEG of ``rgb`` at the first of ``qualities`` whose file fits in ``max_bytes`` (None if none does)."""
+    for quality in qualities:
+        data = encode_image(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if len(data) <= max_bytes:
+            return data
+    return None
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Write a uint8 HxWx3 RGB image, encoded by the file extension, atomically (:func:`write_encoded`)."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"write_image: expected a uint8 HxWx3 RGB array, got {rgb.dtype} {rgb.shape}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if Path(path).suffix.lower() in (".jpg", ".jpeg") else []
+    write_encoded(path, encode_image(path, rgb, params))

@@ -30,9 +30,10 @@ from typing import Callable, Iterable
 import cv2
 import numpy as np
 
-from iharm.data.errors import DataError
 from iharm.data import layout
+from iharm.data.errors import DataError
 from iharm.data.hsynth.imageops import downscale_to_max_side
+from iharm.data.io import encode_image, write_encoded
 from iharm.utils.files import atomic_write_text
 
 #: JPEG quality of resized JPEGs (the notebook's).
@@ -104,10 +105,7 @@ def _resize_file(job: tuple[Path, Path, int]) -> str:
         return "copied"
     resized = downscale_to_max_side(image, max_side)
     params = [cv2.IMWRITE_JPEG_QUALITY, RESIZED_JPEG_QUALITY] if source.suffix == ".jpg" else []
-    ok, encoded = cv2.imencode(source.suffix, resized, params)
-    if not ok:
-        raise DataError(target, "cv2 could not encode the resized image")
-    target.write_bytes(encoded.tobytes())
+    write_encoded(target, encode_image(target, resized, params, rgb=False))
     return "resized"
 
 

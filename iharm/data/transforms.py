@@ -66,3 +66,10 @@ class HCompose(A.Compose):
         """Transform a sample dict (``image``, ``target_image``, ``mask``, optional ``image_lab``)."""
         inputs = {key: sample[key] for key in ("image", "target_image", "mask", "image_lab") if key in sample}
         return self(**inputs)
+
+
+def flip_and_crop(size: int, crop_scale: tuple[float, float] | None) -> HCompose:
+    """``RandomResizedCrop(size, scale=crop_scale)`` (``crop_scale`` None: the whole image resized to
+    ``size`` x ``size``), then a random horizontal flip: the augmentation of the time-bounded recipes."""
+    crop = A.RandomResizedCrop(size=(size, size), scale=crop_scale) if crop_scale else A.Resize(size, size)
+    return HCompose([crop, A.HorizontalFlip()])

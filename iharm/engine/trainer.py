@@ -9,7 +9,9 @@ good checkpoint, graceful stops on SIGTERM / Ctrl-C and on step or time limits,
 and reporting of skipped bad samples.
 
 Files, under the experiment folder:
-``checkpoints/last_checkpoint.pth`` (every epoch), ``checkpoints/NNN.pth``
+``checkpoints/last_checkpoint.pth`` (every epoch), ``checkpoints/best_checkpoint.pth``
+(the weights of the lowest validation fMSE so far, with ``best_checkpoint.json``
+saying which epoch and fMSE; kept across a resume), ``checkpoints/NNN.pth``
 (every ``checkpoint_interval`` epochs), ``checkpoints/tMMMmin.pth`` (every
 ``snapshot_minutes`` of training time, for quality-against-time curves): bare
 state dicts, the official format;
@@ -19,6 +21,7 @@ events, skipped samples); ``vis/train/NNNNNN_reconstruction.jpg``.
 """
 from __future__ import annotations
 
+import json
 import math
 import signal
 import time
@@ -38,18 +41,21 @@ from tqdm import tqdm
 
 from iharm.data.hdataset import BaseHDataset, collate_samples
 from iharm.data.sampler import SeededSampler
-from iharm.engine.checkpoints import clean_state_dict, load_state_dict_file, load_weights, save_atomic
 from iharm.engine.distributed import DistInfo, any_rank
+from iharm.engine.options import TrainOptions
 from iharm.engine.training_state import (STATE_FILE, Position, load_training_state, restore_rng,
                                          save_training_state, trained_seconds)
 from iharm.engine.visualize import harmonization_strip, save_strip
-from iharm.inference.metrics import MetricsAccumulator, MetricVariant, format_table, image_metrics
+from iharm.model.checkpoints import clean_state_dict, load_state_dict_file, load_weights, save_atomic
 from iharm.model.registry import ModelSpec
 from iharm.utils.config import ConfigError
+from iharm.utils.files import atomic_write_text
 from iharm.utils.log import logger
 from iharm.utils.machine import cpu_model_and_flags, native_bf16
+from iharm.utils.metrics import MetricsAccumulator, MetricVariant, format_table, image_metrics
 
 LAST_CHECKPOINT = "last_checkpoint.pth"
+BEST_CHECKPOINT = "best_checkpoint.pth"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -98,7 +104,8 @@ class SimpleHTrainer:
     loss object with ``pred_outputs`` / ``gt_outputs`` and an optional
     ``<name>_loss_weight`` (default 1.0). ``model_cfg.spec`` is the model's
     :class:`~iharm.model.registry.ModelSpec` (inputs and normalisation).
-    ``cfg`` holds the run options of ``train.py`` and the experiment paths.
+    ``cfg`` holds the experiment paths, the distributed set-up (``cfg.dist``)
+    and the run's :class:`~iharm.engine.options.TrainOptions` (``cfg.options``).
     """
 
     def __init__(self, model: nn.Module, cfg: EasyDict, model_cfg: EasyDict, loss_cfg: Mapping[str, Any],
@@ -111,6 +118,7 @@ class SimpleHTrainer:
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.cfg = cfg
+        self.options: TrainOptions = cfg.options
         self.dist: DistInfo = cfg.dist
         self.device = self.dist.device
         self.spec: ModelSpec = model_cfg.spec
@@ -124,8 +132,9 @@ class SimpleHTrainer:
         self._trained_before = 0.0  # training seconds of the run this one resumes
         self.metric_variant = metric_variant
         self.checkpoints = Path(cfg.CHECKPOINTS_PATH)
-        self.memory_format = torch.channels_last if cfg.get("channels_last") else torch.contiguous_format
-        amp = resolve_amp(cfg.get("amp", "off"), self.device)
+        self.best = self._read_best()
+        self.memory_format = torch.channels_last if self.options.channels_last else torch.contiguous_format
+        amp = resolve_amp(self.options.amp, self.device)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         if self.amp_dtype is torch.float16 and self.device.type != "cuda":
             raise ConfigError("--amp fp16 needs a CUDA device (it relies on a GradScaler); use --amp bf16 on the CPU")
@@ -134,10 +143,10 @@ class SimpleHTrainer:
         self.optimizer = self._make_optimizer(model, optimizer, dict(optimizer_params or {}))
         self.scheduler = lr_scheduler(self.optimizer) if lr_scheduler is not None else None
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
-        self.position = Position(epoch=int(cfg.get("start_epoch") or 0))
+        self.position = Position(epoch=self.options.start_epoch)
         self._load_initial_state(model)
         if self.dist.distributed:
-            if cfg.get("sync_bn") and self.device.type == "cuda":
+            if self.options.sync_bn and self.device.type == "cuda":
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             # static_graph tolerates parameters that never get a gradient (DucoNet's
             # unused scale_noise scalars); buffers stay per rank as with DataParallel.
@@ -148,7 +157,7 @@ class SimpleHTrainer:
         if cfg.batch_size % self.dist.world_size:
             raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the {self.dist.world_size} processes")
         self.batch_per_rank = cfg.batch_size // self.dist.world_size
-        self.train_sampler = SeededSampler(len(trainset), shuffle=True, seed=int(cfg.get("seed", 0)),
+        self.train_sampler = SeededSampler(len(trainset), shuffle=True, seed=self.options.seed,
                                            num_replicas=self.dist.world_size, rank=self.dist.rank, drop_last=True)
         self.train_loader = self._loader(trainset, BatchSampler(self.train_sampler, self.batch_per_rank, drop_last=True))
         self.val_loader = None
@@ -180,13 +189,13 @@ class SimpleHTrainer:
             if parameter.requires_grad:
                 groups.setdefault(getattr(parameter, "lr_mult", 1.0), []).append(parameter)
         param_groups = [{"params": ps, "lr": base_lr * mult} for mult, ps in groups.items()]
-        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
         if name.lower() not in optimizers:
             raise ValueError(f"unknown optimizer '{name}' (choose from {', '.join(optimizers)})")
         return optimizers[name.lower()](param_groups, **params)
 
     def _loader(self, dataset: BaseHDataset, batch_sampler: BatchSampler) -> DataLoader:
-        workers = int(self.cfg.get("workers", 0))
+        workers = self.options.workers
         if workers > 0:
             # OpenCV's thread pool does not survive a fork: a worker forked while the pool runs hangs in
             # its first cv2 call. One OpenCV thread in this process stops the pool before workers fork.
@@ -198,13 +207,13 @@ class SimpleHTrainer:
 
     def _load_initial_state(self, model: nn.Module) -> None:
         """``--weights`` (initialise), or resume from the experiment's training state / a weights file."""
-        cfg = self.cfg
-        if cfg.get("weights"):
-            load_weights(model, load_state_dict_file(cfg.weights), str(cfg.weights))
-            logger.info("initialised weights from %s", cfg.weights)
-        if not cfg.get("resume_exp"):
+        options = self.options
+        if options.weights:
+            load_weights(model, load_state_dict_file(options.weights), str(options.weights))
+            logger.info("initialised weights from %s", options.weights)
+        if not options.resume_exp:
             return
-        prefix = cfg.get("resume_prefix") or "latest"
+        prefix = options.resume_prefix
         state_path = self.checkpoints / STATE_FILE
         if prefix == "latest" and state_path.is_file():
             state = load_training_state(state_path)
@@ -236,7 +245,7 @@ class SimpleHTrainer:
 
     def run(self, num_epochs: int) -> None:
         """Train until ``num_epochs`` (or ``cfg.epochs``), a step / time limit or a stop signal."""
-        num_epochs = int(self.cfg.get("epochs") or num_epochs)
+        num_epochs = self.options.epochs or num_epochs
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             while self.position.epoch < num_epochs:
@@ -244,9 +253,9 @@ class SimpleHTrainer:
                 finished = self.training(epoch)
                 if not finished:
                     return
-                val_every = int(self.cfg.get("val_every") or 1)
+                val_every = self.options.val_every
                 if self.val_loader is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == num_epochs):
-                    self.validation(epoch)
+                    self._keep_best(self.validation(epoch), epoch)
                 self.position = Position(epoch + 1, 0, self.position.global_step)
                 self._save_state()
         finally:
@@ -271,10 +280,10 @@ class SimpleHTrainer:
         logger.warning("received %s while stopping: the pending save still finishes", signal.Signals(signum).name)
 
     def _limit_reached(self) -> str | None:
-        max_steps = int(self.cfg.get("max_steps") or 0)
+        max_steps = self.options.max_steps
         if max_steps and self.position.global_step >= max_steps:
             return f"--max-steps {max_steps} reached"
-        minutes = float(self.cfg.get("max_train_minutes") or 0)
+        minutes = self.options.max_train_minutes
         if minutes and time.monotonic() - self._started >= 60 * minutes:
             return f"--max-train-minutes {minutes:g} reached"
         return None
@@ -318,7 +327,7 @@ class SimpleHTrainer:
             if self.scheduler is not None and self.scheduler_interval == "step":
                 self.scheduler.step()
             with torch.no_grad():
-                prediction = self.spec.normalization.denormalize(output["images"].float()).clamp(0, 255)
+                prediction = self.spec.to_pixels(output["images"])
                 train_metrics.update(image_metrics(prediction, batch["target_images"].to(self.device).float(),
                                                    prepared["masks"], self.metric_variant, with_ssim=False))
             for name, value in parts.items():
@@ -356,7 +365,7 @@ class SimpleHTrainer:
 
     def _backward_and_step(self, total: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        clip = float(self.cfg.get("clip_grad") or 0)
+        clip = self.options.clip_grad
         if self.scaler is not None:
             self.scaler.scale(total).backward()
             if clip:
@@ -385,8 +394,8 @@ class SimpleHTrainer:
                 self.writer.add_image("Train/composite_mask_prediction_real", strip, global_step, dataformats="HWC")
         self.position = Position(epoch, self.position.step + 1, global_step + 1)
         self._write_due_snapshots()
-        every_steps = int(self.cfg.get("state_every") or 0)
-        every_minutes = float(self.cfg.get("state_every_minutes") or 0)
+        every_steps = self.options.state_every
+        every_minutes = self.options.state_every_minutes
         if (every_steps and self.position.step % every_steps == 0) or \
                 (every_minutes and time.monotonic() - self._last_state_save >= 60 * every_minutes):
             self._save_state()
@@ -405,7 +414,7 @@ class SimpleHTrainer:
                     self.writer.add_scalar(f"TrainMetrics/epoch_{name}", summary[name], epoch)
         self._report_skipped(epoch)
         if self.dist.is_main:
-            state = unwrap(self.model).state_dict()
+            state = self._weights()
             self._write(state, self.checkpoints / LAST_CHECKPOINT)
             if self.checkpoint_interval and epoch % self.checkpoint_interval == 0:
                 self._write(state, self.checkpoints / f"{epoch:03d}.pth")
@@ -439,7 +448,7 @@ class SimpleHTrainer:
             start = time.perf_counter()
             with self._autocast():
                 output = model(**self.spec.forward_kwargs(prepared))
-            prediction = self.spec.normalization.denormalize(output["images"].float()).clamp(0, 255)
+            prediction = self.spec.to_pixels(output["images"])
             seconds = time.perf_counter() - start
             total, _ = self._loss(output, prepared, only_available=True)
             loss_sum, batches = loss_sum + float(total), batches + 1
@@ -459,12 +468,33 @@ class SimpleHTrainer:
 
     # --- checkpoints and stopping ------------------------------------------------------------------
 
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """The model's state dict on the CPU: a file written on a GPU loads on any machine, also with
+        the official loaders (``torch.load`` without ``map_location``)."""
+        return {key: value.detach().cpu() for key, value in unwrap(self.model).state_dict().items()}
+
     def _write(self, obj: Any, path: Path) -> None:
         try:
             save_atomic(obj, path)
         except OSError as exc:
             raise OSError(f"could not write {path} ({exc.strerror or exc}); the previous file, if any, is intact "
                           "(checkpoints are written to a temporary file and renamed)") from exc
+
+    def _read_best(self) -> dict[str, float]:
+        """The record of ``best_checkpoint.pth`` (a resumed run goes on comparing with it), else none."""
+        record = self.checkpoints / BEST_CHECKPOINT.replace(".pth", ".json")
+        return json.loads(record.read_text()) if record.is_file() else {}
+
+    def _keep_best(self, summary: Mapping[str, float], epoch: int) -> None:
+        """Keep the weights of the lowest validation fMSE as ``best_checkpoint.pth`` (and its record)."""
+        fmse = summary.get("fMSE")
+        if fmse is None or not math.isfinite(fmse) or fmse >= self.best.get("fMSE", math.inf):
+            return
+        self.best = {"epoch": epoch, "fMSE": fmse}
+        if self.dist.is_main:
+            self._write(self._weights(), self.checkpoints / BEST_CHECKPOINT)
+            atomic_write_text(self.checkpoints / BEST_CHECKPOINT.replace(".pth", ".json"), json.dumps(self.best))
+        logger.info("Epoch %d: best validation fMSE so far (%.2f), weights kept as %s", epoch, fmse, BEST_CHECKPOINT)
 
     def _resume_clock(self, state: dict[str, Any]) -> None:
         """Count the training time of the interrupted run: ``--max-train-minutes`` and the time snapshots
@@ -487,14 +517,14 @@ class SimpleHTrainer:
             self._snapshots_written = due
             if self.dist.is_main:
                 minutes = due * self.snapshot_minutes
-                self._write(unwrap(self.model).state_dict(), self.checkpoints / f"t{minutes:03g}min.pth")
+                self._write(self._weights(), self.checkpoints / f"t{minutes:03g}min.pth")
 
     def _save_state(self) -> None:
         if self.dist.is_main:
             try:
-                save_training_state(self.checkpoints / STATE_FILE, model_state=unwrap(self.model).state_dict(),
+                save_training_state(self.checkpoints / STATE_FILE, model_state=self._weights(),
                                     optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
-                                    position=self.position, seed=int(self.cfg.get("seed", 0)),
+                                    position=self.position, seed=self.options.seed,
                                     train_seconds=time.monotonic() - self._started)
             except OSError as exc:
                 raise OSError(f"could not write {self.checkpoints / STATE_FILE} ({exc.strerror or exc}); the "
@@ -505,7 +535,7 @@ class SimpleHTrainer:
         """Save weights and a resumable state, then end the run (signal: raise)."""
         self._save_state()
         if self.dist.is_main:
-            self._write(unwrap(self.model).state_dict(), self.checkpoints / LAST_CHECKPOINT)
+            self._write(self._weights(), self.checkpoints / LAST_CHECKPOINT)
         self._report_skipped(self.position.epoch)
         resume = f"resume with: --resume-exp {Path(self.cfg.EXP_PATH).name}"
         if self._stop_signal is not None:

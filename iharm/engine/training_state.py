@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iharm.engine.checkpoints import CheckpointError, load_checkpoint_file, save_atomic
+from iharm.model.checkpoints import CheckpointError, load_checkpoint_file, save_atomic
 
 STATE_FILE = "training_state.pth"
 FORMAT = "iharm-training-state-v1"

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
+
+from iharm.data.io import write_image
 
 
 def harmonization_strip(composite: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor,
@@ -17,5 +18,5 @@ def harmonization_strip(composite: torch.Tensor, mask: torch.Tensor, prediction:
 
 
 def save_strip(path: Path, strip: np.ndarray, quality: int = 85) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    """Write a strip as a JPEG, atomically."""
+    write_image(path, strip, quality)

@@ -50,8 +50,10 @@ def _padding(size: int, divisor: int) -> tuple[int, int]:
 class Predictor:
     """Runs ``model`` on uint8 composites of any size and returns float predictions on 0..255.
 
-    ``predict_batch`` (tensors, NCHW) is used by evaluation and by training
-    validation; ``predict`` (one HWC numpy image) by the command-line tools.
+    ``predict_batch`` (tensors, NCHW) is used by evaluation; ``predict`` (one
+    HWC numpy image) by the API and the commands. Training validation needs the
+    raw output for its loss too, so it runs the network itself and converts the
+    output with the same :meth:`~iharm.model.registry.ModelSpec.to_pixels`.
     The model is switched to eval mode for each call and restored afterwards,
     and runs under ``torch.inference_mode``.
 
@@ -144,4 +146,4 @@ class Predictor:
         if self.with_flip:
             output = 0.5 * (output[:n] + output[n:].flip(-1))
         output = output[:, :, top:top + h, left:left + w]
-        return self.spec.normalization.denormalize(output).clamp(0, 255)
+        return self.spec.to_pixels(output)

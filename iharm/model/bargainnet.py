@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iharm.engine.checkpoints import CheckpointError, load_state_dict_file, load_weights
+from iharm.model.checkpoints import CheckpointError, load_state_dict_file, load_weights
 from iharm.model.partialconv import PartialConv2d
 
 #: Composite RGB + mask channels in front of the code channels of G's input.

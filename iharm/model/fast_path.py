@@ -116,11 +116,6 @@ def _resolve(config: FastPath | bool) -> FastPath:
     return DEFAULT_FAST_PATH if config else FastPath.plain()
 
 
-def get_fast_path(model: nn.Module) -> FastPath | None:
-    """The configuration of the first fast-path module in ``model`` (None when it has none)."""
-    return next((m.fast_path for m in model.modules() if isinstance(m, FastPathModule)), None)
-
-
 def set_fast_path(model: nn.Module, config: FastPath | bool = True) -> nn.Module:
     """Select the fast (``True`` or a :class:`FastPath`) or the plain (``False``) path everywhere in ``model``."""
     resolved = _resolve(config)

@@ -121,3 +121,20 @@ def init_issam_weights(model: nn.Module) -> None:
     """Initialise an ``SSAMImageHarmonization`` as ``models/fixed256/improved_ssam.py`` does:
     XavierGluon(gaussian, avg, magnitude 1) on the whole model (blur buffer included)."""
     model.apply(XavierGluon(rnd_type="gaussian", factor_type="avg", magnitude=1.0))
+
+
+@torch.no_grad()
+def start_at_composite(model: nn.Module, gate_logit: float) -> None:
+    """Make an image-fusion network (iSSAM, DucoNet) start near ``output = composite``.
+
+    The fusion head returns ``a * image + (1 - a) * to_rgb(features)`` with
+    ``a = sigmoid(3 * conv_attention(features))``. Zero weights and bias
+    ``gate_logit`` in ``conv_attention`` give ``a = sigmoid(3 * gate_logit)``
+    everywhere (0.998 for 2.0), so training begins at the Composite baseline
+    instead of far below it, and the gradient still reaches the gate's weights.
+    """
+    gate = getattr(getattr(model, "decoder", None), "conv_attention", None)
+    if not isinstance(gate, nn.Conv2d):
+        raise ValueError(f"{type(model).__name__} has no image-fusion gate (decoder.conv_attention)")
+    gate.weight.zero_()
+    gate.bias.fill_(gate_logit)

@@ -24,17 +24,6 @@ def _per_sample_dims(x: torch.Tensor) -> tuple[int, ...]:
     return tuple(range(1, x.dim()))
 
 
-class MSE(Loss):
-    """Mean squared error per sample (mean over C, H, W)."""
-
-    def __init__(self, pred_name: str = "images", gt_image_name: str = "target_images") -> None:
-        super().__init__(pred_outputs=(pred_name,), gt_outputs=(gt_image_name,))
-
-    def forward(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        label = label.view(pred.size())
-        return torch.mean((pred - label) ** 2, dim=_per_sample_dims(label))
-
-
 class MaskWeightedMSE(Loss):
     """Foreground-normalised MSE: ``sum_CHW (pred - target)^2 / (C * max(sum_HW mask, min_area))``.
 

@@ -9,7 +9,8 @@ with. Constructors are imported lazily so that importing the registry is cheap.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from iharm.data.normalization import IMAGENET, SYMMETRIC, Normalization
+from iharm.model.checkpoints import load_state_dict_file, load_weights
 
 
 @dataclass(frozen=True)
@@ -30,12 +32,11 @@ class ModelSpec:
     """
 
     name: str
-    factory: str
+    factory: str | Callable[..., nn.Module]
     kwargs: Mapping[str, Any]
     inputs: Mapping[str, str]
     normalization: Normalization
     size_divisor: int
-    description: str
     train_inputs: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -44,7 +45,9 @@ class ModelSpec:
 
     @property
     def constructor(self) -> type[nn.Module]:
-        """The model class named by ``factory`` (imported on first use)."""
+        """The model class: ``factory`` itself, or the ``module:attr`` it names (imported on first use)."""
+        if not isinstance(self.factory, str):
+            return self.factory
         module_name, attr = self.factory.split(":")
         return getattr(importlib.import_module(module_name), attr)
 
@@ -72,6 +75,12 @@ class ModelSpec:
         names = {**self.inputs, **self.train_inputs} if training else self.inputs
         return {arg: batch[key] for arg, key in names.items()}
 
+    def to_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """The network's output (this model's normalised space) as float RGB on 0..255, as the official
+        predictor makes it: ``(x * std + mean) * 255``, clamped, not rounded. Validation, evaluation and
+        prediction all go through here."""
+        return self.normalization.denormalize(images.float()).clamp(0, 255)
+
     def build(self, **overrides: Any) -> nn.Module:
         """Construct the network with the registered arguments (``overrides`` win)."""
         return self.constructor(**{**self.kwargs, **overrides})
@@ -80,7 +89,8 @@ class ModelSpec:
 _RGB_MASK = MappingProxyType({"image": "images", "mask": "masks"})
 _RGB_MASK_LAB = MappingProxyType({"image": "images", "mask": "masks", "image_lab": "images_lab"})
 
-MODELS: Mapping[str, ModelSpec] = MappingProxyType({
+_REGISTRY: dict[str, ModelSpec] = {
+    # DucoNet (ACM MM 2023): iSSAM U-Net + L/a/b encoders + StyleGAN2 Lab control modules
     "DucoNet": ModelSpec(
         name="DucoNet",
         factory="iharm.model.duconet:DucoNet_model",
@@ -89,8 +99,8 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType({
         inputs=_RGB_MASK_LAB,
         normalization=IMAGENET,
         size_divisor=32,
-        description="DucoNet (ACM MM 2023): iSSAM U-Net + L/a/b encoders + StyleGAN2 Lab control modules",
     ),
+    # improved S2AM (Sofiiuk et al., WACV 2021): U-Net with spatial-separated attention
     "iSSAM": ModelSpec(
         name="iSSAM",
         factory="iharm.model.issam:SSAMImageHarmonization",
@@ -99,8 +109,8 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType({
         inputs=_RGB_MASK,
         normalization=IMAGENET,
         size_divisor=32,
-        description="improved S2AM (Sofiiuk et al., WACV 2021): U-Net with spatial-separated attention",
     ),
+    # BargainNet (ICME 2021): attention U-Net generator + partial-conv domain code extractor
     "BargainNet": ModelSpec(
         name="BargainNet",
         factory="iharm.model.bargainnet:BargainNet",
@@ -109,9 +119,19 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType({
         train_inputs=MappingProxyType({"real_image": "target_images"}),
         normalization=SYMMETRIC,
         size_divisor=256,
-        description="BargainNet (ICME 2021): attention U-Net generator + partial-conv domain code extractor",
     ),
-})
+}
+#: Every registered model by name (a read-only view: :func:`register_model` adds to it).
+MODELS: Mapping[str, ModelSpec] = MappingProxyType(_REGISTRY)
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add a model, found by name from then on by every tool (training, evaluation, prediction, the API,
+    the web page, the export); ValueError if the name is taken. Returns ``spec``."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"a model named '{spec.name}' is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -120,3 +140,30 @@ def get_model_spec(name: str) -> ModelSpec:
         return MODELS[name]
     except KeyError:
         raise KeyError(f"unknown model '{name}'; registered models: {', '.join(MODELS)}") from None
+
+
+def create_model(name: str, checkpoint: str | os.PathLike | None = None,
+                 device: str | torch.device = "cpu") -> nn.Module:
+    """The registered model ``name`` on ``device`` in eval mode: with ``checkpoint``, its weights
+    loaded strictly; without, freshly initialised (the constructor's init).
+
+    Unlike the official loader (full pickle, silent non-strict merge), files
+    are read with ``weights_only=True`` and loaded strictly: a file of another
+    model or configuration fails with the list of missing, unexpected and
+    mis-shaped keys. Raises ``KeyError`` for an unknown name and
+    :class:`~iharm.model.checkpoints.CheckpointError` for an unreadable,
+    unsafe or mismatching file.
+
+    Extension point: a model class whose weights are not one bare state dict
+    (BargainNet's official G + E pair) provides a ``from_checkpoint(path)``
+    classmethod returning the loaded model; ``create_model`` delegates to it.
+    """
+    spec = get_model_spec(name)
+    from_checkpoint = getattr(spec.constructor, "from_checkpoint", None) if checkpoint is not None else None
+    if from_checkpoint is not None:
+        model = from_checkpoint(checkpoint)
+    else:
+        model = spec.build()
+        if checkpoint is not None:
+            load_weights(model, load_state_dict_file(checkpoint), str(checkpoint))
+    return model.to(device).eval()

@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 from easydict import EasyDict
 
+from iharm.errors import IharmError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "config.yml"
 
@@ -34,7 +36,7 @@ PATH_KEYS = ("MODELS_PATH", "EXPS_PATH", "PHOTOS_PATH", *dict.fromkeys(DATASET_K
 KNOWN_KEYS: Mapping[str, type] = {**{key: str for key in PATH_KEYS}, "IMAGENET_PRETRAINED_MODELS": dict}
 
 
-class ConfigError(ValueError):
+class ConfigError(IharmError, ValueError):
     """The configuration is unusable; the message names the key and the file."""
 
 

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from iharm.errors import IharmError
+
 
 _UMASK_LOCK = threading.Lock()
 
@@ -66,7 +68,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         handle.write(text.encode("utf-8"))
 
 
-class OutputPathError(ValueError):
+class OutputPathError(IharmError, ValueError):
     """An output location that would replace an input, or that cannot be written: refused before any work."""
 
 

@@ -40,8 +40,8 @@ import cv2
 import numpy as np
 import torch
 
-from iharm.data.errors import DataError
 from iharm.data import layout
+from iharm.data.errors import DataError
 from iharm.data.hsynth import appearance, masks
 from iharm.data.hsynth.imageops import JPEG_QUALITY, downscale_to_max_side
 from iharm.data.hsynth.photos import MANIFEST_NAME, read_manifest

@@ -9,12 +9,11 @@ with Python's ``round`` (ties to even), cv2 ``INTER_LANCZOS4``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from iharm.data.errors import DataError
+from iharm.data.io import encode_image, write_encoded
 
 #: JPEG quality of HSynth composites, reals and fetched photos.
 JPEG_QUALITY = 95
@@ -47,20 +46,11 @@ def downscale_to_max_side(image: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_LANCZOS4)
 
 
-def _write(path: Path, image: np.ndarray, params: list[int]) -> None:
-    # imencode + write_bytes instead of imwrite: imwrite returns False without a
-    # reason (and writes nothing) for a missing folder or an unknown extension.
-    ok, encoded = cv2.imencode(path.suffix, image, params)
-    if not ok:
-        raise DataError(path, f"cv2 could not encode a {image.shape} {image.dtype} image as {path.suffix}")
-    path.write_bytes(encoded.tobytes())
-
-
 def write_jpeg(path: str | os.PathLike, rgb: np.ndarray, quality: int = JPEG_QUALITY) -> None:
-    """Write an RGB uint8 image as a baseline JPEG of the given quality."""
-    _write(Path(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    """Write an RGB uint8 image as a baseline JPEG of the given quality, atomically."""
+    write_encoded(path, encode_image(path, rgb, [cv2.IMWRITE_JPEG_QUALITY, quality]))
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write a uint8 image (HxW, or HxWxC in cv2's BGR order) as PNG with cv2's defaults."""
-    _write(Path(path), image, [])
+    """Write a uint8 image (HxW, or HxWxC in cv2's BGR order) as PNG with cv2's defaults, atomically."""
+    write_encoded(path, encode_image(path, image, rgb=False))

@@ -30,9 +30,9 @@ import numpy as np
 
 from iharm.data.errors import DataError
 from iharm.data.hdataset import BaseHDataset, read_list
+from iharm.data.hsynth import masks
 from iharm.data.hsynth.builder import (Photo, discover_photos, draw_donor, draw_mask_kind, given_mask,
                                       make_composite, photo_rng)
-from iharm.data.hsynth import masks
 from iharm.data.io import read_image
 from iharm.data.layout import real_name
 

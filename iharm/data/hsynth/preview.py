@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from iharm.data.io import read_image, read_mask
+from iharm.data.io import jpeg_within, read_image, read_mask, write_encoded
 
 _TILE = 200
 _LABEL_HEIGHT = 18
@@ -68,11 +68,8 @@ def contact_sheet(dataset_dir: Path, rows: list[dict[str, str]], path: Path, cou
         tiles.append(np.full_like(tiles[0], 255))
     gap = np.full((tiles[0].shape[0], 12, 3), 255, np.uint8)
     sheet = np.vstack([np.hstack([tiles[i], gap, tiles[i + 1]]) for i in range(0, len(tiles), 2)])
-    bgr = cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)
-    for quality in range(90, 30, -5):
-        ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if ok and len(data) <= max_bytes:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data.tobytes())
-            return path
+    data = jpeg_within(sheet, max_bytes, range(90, 30, -5))
+    if data is not None:
+        write_encoded(path, data)
+        return path
     raise RuntimeError(f"contact sheet does not fit in {max_bytes} bytes even at quality 35")

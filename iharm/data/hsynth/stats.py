@@ -2,7 +2,7 @@
 
 Per image, composite and real are resized to 256x256 (bilinear) and the mask
 too (bilinear, kept soft), as the Fixed256 evaluation sees them; MSE, fMSE and
-PSNR then come from :func:`iharm.inference.metrics.image_metrics` with its
+PSNR then come from :func:`iharm.utils.metrics.image_metrics` with its
 default (iSSAM) variant: soft-mask fMSE, the target's own maximum as PSNR peak.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from iharm.inference.metrics import image_metrics
+from iharm.utils.metrics import image_metrics
 
 EVAL_SIZE = 256
 

@@ -17,7 +17,7 @@ import time
 import torch
 from easydict import EasyDict as edict
 
-from iharm.engine.recipe import train_recipe
+from iharm.engine.recipe import base_lr, train_recipe
 from iharm.model.initializer import init_issam_weights
 from iharm.model.losses import MaskWeightedMSE
 from iharm.model.registry import get_model_spec
@@ -52,7 +52,7 @@ def main(cfg):
     trainer = train_recipe(
         model, cfg, model_cfg, loss_cfg=edict(pixel_loss=InstrumentedLoss(cfg.dist.rank), pixel_loss_weight=1.0),
         train_keys=("HSYNTH_PATH",), val_keys=("HSYNTH_PATH",), crop_size=(32, 32), num_epochs=2,
-        lr_milestones=(3,), lr=cfg.lr, checkpoint_interval=1, image_dump_interval=2,
+        lr_milestones=(3,), lr=base_lr(cfg, 1e-3), checkpoint_interval=1, image_dump_interval=2,
         live_size=int(os.environ.get("IHARM_TEST_LIVE_SIZE", 0)) or None)
     if os.environ.get("IHARM_TEST_DUMP_DIR"):
         module = trainer.model.module if hasattr(trainer.model, "module") else trainer.model

@@ -25,7 +25,7 @@ differences are judged by), MACs (convolutions and matmuls,
 ``torch.utils.flop_counter`` FLOPs / 2) and the peak memory: on the CPU the
 process's peak RSS minus its RSS after building the model and inputs, on CUDA
 ``max_memory_allocated`` minus what was allocated before, each measured in a
-fresh process (``python -m iharm.utils.benchmark '<probe json>'``) so that peaks
+fresh process (``python -m iharm.tools.benchmark '<probe json>'``) so that peaks
 do not mix.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -307,7 +307,7 @@ def measure_memory(settings: Settings, case: Case, variant: Variant) -> dict[str
              "device": settings.device, "threads": settings.threads, "case": asdict(case),
              "variant": {"name": variant.name, **variant.describe()}}
     env = {**os.environ, "OMP_NUM_THREADS": str(settings.threads), "MKL_NUM_THREADS": str(settings.threads)}
-    done = subprocess.run([sys.executable, "-m", "iharm.utils.benchmark", json.dumps(probe)], env=env,
+    done = subprocess.run([sys.executable, "-m", "iharm.tools.benchmark", json.dumps(probe)], env=env,
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]}
@@ -535,6 +535,9 @@ def make_photo_test_set(root: Path, count: int = 16, longest_side: int = 1024) -
     import numpy as np
     from skimage import data as skdata
 
+    from iharm.data.hsynth.imageops import write_png
+    from iharm.data.io import write_image
+
     folder = root / "PhotoTest"
     for sub in ("composite_images", "masks", "real_images"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -553,10 +556,9 @@ def make_photo_test_set(root: Path, count: int = 16, longest_side: int = 1024) -
         cv2.ellipse(mask, center, axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
         gain = rng.uniform(0.75, 1.25, 3).astype(np.float32)
         composite = np.where(mask[..., None] > 127, np.clip(real * gain, 0, 255).round().astype(np.uint8), real)
-        cv2.imwrite(str(folder / "real_images" / f"p{i}.jpg"), cv2.cvtColor(real, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(folder / "masks" / f"p{i}_1.png"), mask)
-        cv2.imwrite(str(folder / "composite_images" / f"p{i}_1_1.jpg"), cv2.cvtColor(composite, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 95])
+        write_image(folder / "real_images" / f"p{i}.jpg", real)
+        write_png(folder / "masks" / f"p{i}_1.png", mask)
+        write_image(folder / "composite_images" / f"p{i}_1_1.jpg", composite)
         names.append(f"p{i}_1_1.jpg")
     (folder / "PhotoTest_test.txt").write_text("".join(name + "\n" for name in names))
     return folder

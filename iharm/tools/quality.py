@@ -19,8 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from iharm.data.io import jpeg_within, write_encoded
 from iharm.inference.evaluation import ImageResult, accumulate
-from iharm.inference.metrics import METRIC_NAMES
+from iharm.utils.metrics import METRIC_NAMES
 
 #: Largest size of a figure written for the documentation.
 MAX_FIGURE_BYTES = 300_000
@@ -180,11 +181,8 @@ def write_small_jpeg(path: Path, rgb: np.ndarray, max_bytes: int = MAX_FIGURE_BY
 
     Raises ValueError when even quality 40 is too big (make the figure smaller).
     """
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    for quality in range(95, 35, -5):
-        ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if ok and encoded.size <= max_bytes:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(encoded.tobytes())
-            return int(encoded.size)
+    data = jpeg_within(rgb, max_bytes)
+    if data is not None:
+        write_encoded(path, data)
+        return len(data)
     raise ValueError(f"{path.name}: a {rgb.shape[1]}x{rgb.shape[0]} figure does not fit in {max_bytes} bytes")

@@ -19,9 +19,10 @@ import yaml
 from easydict import EasyDict
 
 from iharm.engine.distributed import broadcast_object
+from iharm.errors import IharmError
 
 
-class ExperimentError(ValueError):
+class ExperimentError(IharmError, ValueError):
     """The experiment folder cannot be found or created; the message says which."""
 
 

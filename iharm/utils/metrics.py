@@ -86,6 +86,31 @@ def foreground_ratio(mask: torch.Tensor) -> torch.Tensor:
     return (mask > 0.5).flatten(1).double().mean(dim=1)
 
 
+#: Foreground-ratio buckets of the official per-ratio tables: [0, 5 %), [5 %, 15 %), [15 %, 100 %].
+FG_RATIO_BUCKETS = ((0.0, 0.05), (0.05, 0.15), (0.15, 1.0))
+
+
+def bucket_label(bucket: tuple[float, float]) -> str:
+    """``'0%-5%'`` for (0.0, 0.05)."""
+    return f"{round(100 * bucket[0])}%-{round(100 * bucket[1])}%"
+
+
+def in_bucket(ratio: float, bucket: tuple[float, float], closed: bool = False) -> bool:
+    """[a, b) with 1.0 in the last bucket; [a, b] with ``closed`` (the official counting)."""
+    low, high = bucket
+    if closed or high >= 1.0:
+        return low <= ratio <= high
+    return low <= ratio < high
+
+
+def fg_bucket(ratio: float) -> str:
+    """The label of the half-open :data:`FG_RATIO_BUCKETS` bucket that ``ratio`` (0..1) falls in."""
+    for bucket in FG_RATIO_BUCKETS:
+        if in_bucket(ratio, bucket):
+            return bucket_label(bucket)
+    raise ValueError(f"foreground ratio {ratio} outside [0, 1]")
+
+
 @torch.no_grad()
 def image_metrics(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                   variant: MetricVariant = MetricVariant(), with_ssim: bool = True) -> dict[str, torch.Tensor]:

@@ -22,10 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from iharm.errors import IharmError
 from iharm.utils.files import atomic_open
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(IharmError, RuntimeError):
     """A checkpoint cannot be used; the message names the file and the keys."""
 
 
