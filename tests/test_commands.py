@@ -16,7 +16,7 @@ BIN = Path(sys.executable).parent
 IMAGE, MASK = "composites_no_gt/bargainnet_example_1.png", "composites_no_gt/bargainnet_example_1_mask.png"
 COMMANDS = {"iharm-harmonize": "scripts/predict_for_dir.py", "iharm-evaluate": "scripts/evaluate_model.py",
             "iharm-train": "train.py", "iharm-score": "scripts/predict_harmony_score.py",
-            "iharm-serve": "scripts/serve.py"}
+            "iharm-serve": "scripts/serve.py", "iharm-export": "scripts/export_onnx.py"}
 
 
 def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:

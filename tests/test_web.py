@@ -34,6 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGE, MASK = "composites_no_gt/bargainnet_example_1.png", "composites_no_gt/bargainnet_example_1_mask.png"
 CHROMIUM = Path("/usr/bin/chromium")
 LIMIT_MB = 2
+#: The DucoNet that ships (trained on HSynth): the browser test harmonizes with it, so the README's
+#: screenshot shows a real result; the HTTP tests use the seeded iSSAM.
+SHIPPED = REPO / "checkpoints/hsynth/DucoNet_hsynth.pth"
 
 
 def _free_port() -> int:
@@ -44,12 +47,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, reference_dir: Path):  # noqa: F811
-    """``(url, paths)`` of a running serve.py with the seeded iSSAM and the official BargainNet E."""
+    """``(url, paths)`` of a running serve.py with the seeded iSSAM, the shipped DucoNet and the official
+    BargainNet E."""
     root = tmp_path_factory.mktemp("serve")
     paths = {name: root / name for name in ("checkpoints", "tmp", "cwd")}
     for folder in paths.values():
         folder.mkdir()
     shutil.copyfile(checkpoint, paths["checkpoints"] / "iSSAM_seeded.pth")
+    shutil.copyfile(SHIPPED, paths["checkpoints"] / SHIPPED.name)
     encoder = root / "latest_net_E.pth"
     torch.save(torch.load(reference_dir / "bargainnet_vector.pt", weights_only=True)["state_dict_E"], encoder)
     paths["encoder"] = encoder
@@ -76,7 +81,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path, reference
     process.wait(timeout=30)
     # the work folder (all it wrote) is gone, and nothing was written anywhere else
     assert list(paths["tmp"].iterdir()) == [] and list(paths["cwd"].iterdir()) == []
-    assert [p.name for p in paths["checkpoints"].iterdir()] == ["iSSAM_seeded.pth"]
+    assert sorted(p.name for p in paths["checkpoints"].iterdir()) == [SHIPPED.name, "iSSAM_seeded.pth"]
 
 
 def _post(url: str, files: dict[str, tuple[str, bytes]], fields: dict[str, str]) -> tuple[int, dict]:
@@ -105,8 +110,9 @@ def test_the_server_lists_the_weights_it_found(server) -> None:
     url, paths = server
     listed = json.loads(urllib.request.urlopen(url + "api/checkpoints").read())
     assert listed["models"] == ["DucoNet", "iSSAM", "BargainNet"] and listed["max_upload_bytes"] == LIMIT_MB * 2**20
-    assert listed["checkpoints"] == [{"label": "iSSAM: iSSAM_seeded.pth", "model": "iSSAM",
-                                      "path": str(paths["checkpoints"] / "iSSAM_seeded.pth")}]
+    assert sorted(listed["checkpoints"], key=lambda c: c["label"]) == [
+        {"label": f"DucoNet: {SHIPPED.name}", "model": "DucoNet", "path": str(paths["checkpoints"] / SHIPPED.name)},
+        {"label": "iSSAM: iSSAM_seeded.pth", "model": "iSSAM", "path": str(paths["checkpoints"] / "iSSAM_seeded.pth")}]
 
 
 def test_bad_uploads_are_refused_with_a_message(server, shared_data: Path) -> None:
@@ -185,12 +191,12 @@ def _open_page(browser, url: str, tmp_path: Path):
 
 
 def test_the_page_harmonizes_compares_and_downloads_the_api_output(browser, server, shared_data: Path,
-                                                                   checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+                                                                   tmp_path: Path) -> None:
     url, paths = server
     context, page, requests = _open_page(browser, url, tmp_path)
     page.set_input_files("#image", str(shared_data / IMAGE))
     page.set_input_files("#mask", str(shared_data / MASK))
-    page.select_option("#checkpoint", label="iSSAM: iSSAM_seeded.pth")
+    page.select_option("#checkpoint", label=f"DucoNet: {SHIPPED.name}")
     page.click("#run")
     page.wait_for_selector("#download:not([hidden])", timeout=120_000)
     assert page.inner_text("#error") == ""
@@ -203,7 +209,7 @@ def test_the_page_harmonizes_compares_and_downloads_the_api_output(browser, serv
     saved = tmp_path / download.value.suggested_filename
     download.value.save_as(saved)
     assert saved.name == "bargainnet_example_1_harmonized.png"
-    expected = Harmonizer("iSSAM", checkpoint, device="cpu")(shared_data / IMAGE, shared_data / MASK)
+    expected = Harmonizer("DucoNet", SHIPPED, device="cpu")(shared_data / IMAGE, shared_data / MASK)
     assert np.array_equal(read_image(saved), expected)
     screenshot = Path(os.environ.get("IHARM_WEB_SCREENSHOT", tmp_path / "page.png"))
     page.screenshot(path=str(screenshot), full_page=True)

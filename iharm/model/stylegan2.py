@@ -43,6 +43,24 @@ def per_sample_conv(x: torch.Tensor, kernels: torch.Tensor, padding: int, groups
     return out.reshape(b, -1, h, w)
 
 
+def modulated_conv_on_activations(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
+                                  eps: float, padding: int) -> torch.Tensor:
+    """The modulated convolution of :func:`modulate` + :func:`per_sample_conv`, with the style applied
+    to the activations instead of the kernels (StyleGAN2's ``fused_modconv=False``).
+
+    ``conv(x, W * s) = conv(x * s, W)`` and the demodulation factor of output
+    channel o is ``rsqrt(sum_i s_i^2 sum_kk W[o, i]^2 + eps)``, so the whole
+    batch runs as one ordinary convolution with the shared ``weight``
+    (out, in, k, k) and ``styles`` (B, in). Equal up to float32 rounding. ONNX
+    export uses it: an ONNX Conv has a fixed group count, so the grouped
+    per-sample form would fix the batch size of the exported graph.
+    """
+    out = F.conv2d(x * styles[:, :, None, None], weight, padding=padding)
+    if demodulate:
+        out = out * torch.rsqrt((styles ** 2) @ (weight ** 2).sum(dim=(2, 3)).t() + eps)[:, :, None, None]
+    return out
+
+
 class EqualizedWeight(nn.Module):
     """A weight stored ~N(0, 1) and returned scaled by ``c = 1 / sqrt(prod(shape[1:]))``."""
 
@@ -72,7 +90,8 @@ class Conv2dWeightModulate(nn.Module):
 
     Each sample gets its own kernel ``W' = c W * s[b, in]``, normalised so
     that every output channel has unit L2 norm (demodulation); the batch runs
-    as one grouped convolution with ``groups = batch``. No bias.
+    as one grouped convolution with ``groups = batch`` (during ONNX export as
+    :func:`modulated_conv_on_activations`, whose graph takes any batch size). No bias.
     """
 
     def __init__(self, in_features: int, out_features: int, kernel_size: int,
@@ -85,6 +104,8 @@ class Conv2dWeightModulate(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            return modulated_conv_on_activations(x, self.weight(), s, self.demodulate, self.eps, self.padding)
         kernels = modulate(self.weight(), s, self.demodulate, self.eps)
         return per_sample_conv(x, kernels, self.padding)
 
