@@ -2,36 +2,33 @@
 the official models/fixed256/improved_ssam.py recipe, DucoNet's RGB backbone alone.
 
     python train.py models/iSSAM_256.py --gpus=0 --batch-size=16 --exp-name=iSSAM_256
+
+The values are :data:`RECIPE` (:class:`~iharm.engine.recipe.EpochRecipe`); ``--set NAME=VALUE``
+overrides one for a run (``--set num_epochs=60``).
 """
 from easydict import EasyDict as edict
 
-from iharm.engine.recipe import base_lr, train_recipe
+from iharm.engine.recipe import EpochRecipe, recipe_of, train_recipe
 from iharm.model.initializer import init_issam_weights
 from iharm.model.losses import MaskWeightedMSE
 from iharm.model.registry import get_model_spec
 
-CROP_SIZE = (256, 256)
+RECIPE = EpochRecipe(
+    train_keys=("HFLICKR_PATH", "HDAY2NIGHT_PATH", "HCOCO_PATH", "HADOBE5K_PATH"),
+    val_keys=("HFLICKR_PATH", "HDAY2NIGHT_PATH", "HCOCO_PATH"),
+    crop_size=256, num_epochs=120, lr_milestones=(105, 115), base_lr=1e-3, lr_batch_reference=64,
+    keep_background_prob=0.05, min_foreground_area=1.0, checkpoint_interval=10, image_dump_interval=1000)
 
 
 def main(cfg):
-    model, model_cfg = init_model(cfg)
-    train(model, cfg, model_cfg)
+    recipe = recipe_of(cfg, RECIPE)
+    model, model_cfg = init_model(cfg, recipe)
+    loss_cfg = edict(pixel_loss=MaskWeightedMSE(min_area=1000), pixel_loss_weight=1.0)
+    train_recipe(model, cfg, model_cfg, recipe, loss_cfg=loss_cfg)
 
 
-def init_model(cfg):
-    model_cfg = edict(crop_size=CROP_SIZE, spec=get_model_spec("iSSAM"))
+def init_model(cfg, recipe=RECIPE):
+    model_cfg = edict(crop_size=(recipe.crop_size, recipe.crop_size), spec=get_model_spec("iSSAM"))
     model = model_cfg.spec.build()
     init_issam_weights(model)  # XavierGluon(gaussian, magnitude 1) on the whole model
     return model, model_cfg
-
-
-def train(model, cfg, model_cfg):
-    loss_cfg = edict(pixel_loss=MaskWeightedMSE(min_area=1000), pixel_loss_weight=1.0)
-    train_recipe(
-        model, cfg, model_cfg, loss_cfg=loss_cfg,
-        train_keys=("HFLICKR_PATH", "HDAY2NIGHT_PATH", "HCOCO_PATH", "HADOBE5K_PATH"),
-        val_keys=("HFLICKR_PATH", "HDAY2NIGHT_PATH", "HCOCO_PATH"),
-        crop_size=model_cfg.crop_size, num_epochs=120, lr_milestones=(105, 115),
-        lr=base_lr(cfg, 1e-3) * (cfg.batch_size / 64) ** 0.5,
-        keep_background_prob=0.05, min_foreground_area=1.0,
-        checkpoint_interval=10, image_dump_interval=1000)

@@ -19,9 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from iharm.engine.checkpoints import CheckpointError
 from iharm.inference.onnx_export import OPSET, ExportCheckError, export_onnx
 from iharm.inference.utils import load_model
+from iharm.model.checkpoints import CheckpointError
 from iharm.model.registry import MODELS, get_model_spec
 from iharm.utils.files import check_output_file
 

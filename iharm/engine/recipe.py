@@ -1,11 +1,13 @@
 """The training recipes, parameterised so that model scripts state them.
 
-Model scripts (``models/*.py``) call :func:`train_recipe` with every choice of
-their paper written out (crop, datasets, loss, schedule); this function only
-assembles datasets, optimizer, scheduler and trainer from them.
-:func:`train_for_time` is the recipe of a run bounded by wall-clock time
-(``models/hsynth/``: an hour on a 2-core CPU), whose values a script declares as
-data (:class:`TimeRecipe`, overridable with ``train.py --set NAME=VALUE``).
+A model script declares its recipe's values as data: an :class:`EpochRecipe`
+(the official ``models/*.py``: crop, datasets, epochs, milestones, learning
+rate, as in their papers) or a :class:`TimeRecipe` (``models/hsynth/``: a run
+bounded by wall-clock time, an hour on a 2-core CPU), named ``RECIPE``, which
+``train.py --set NAME=VALUE`` overrides for one run. :func:`train_recipe` and
+:func:`train_for_time` only assemble datasets, optimizer, scheduler and
+trainer from those values; the network, its initialisation and the loss stay
+code in the script.
 """
 from __future__ import annotations
 
@@ -31,6 +33,40 @@ from iharm.utils.config import ConfigError
 UNBOUNDED_EPOCHS = 1_000_000
 
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class EpochRecipe:
+    """The values of an epoch-based recipe (the official ``models/*.py``).
+
+    ``train_keys`` / ``val_keys``: config.yml dataset keys; ``crop_size``: the
+    RandomResizedCrop side (scale 0.5-1, validation resized to it);
+    ``num_epochs`` and ``lr_milestones`` (MultiStepLR, gamma 0.1, per epoch);
+    ``base_lr``: the learning rate when ``--lr`` is not given, multiplied by
+    sqrt(batch / ``lr_batch_reference``) as the official DucoNet code does
+    (None: used as it is); ``checkpoint_interval`` / ``image_dump_interval``:
+    epochs between checkpoints, steps between image dumps (0: never);
+    ``live_size``: train on on-the-fly HSynth at this size instead of
+    ``train_keys`` (None: the datasets).
+    """
+
+    train_keys: tuple[str, ...]
+    val_keys: tuple[str, ...]
+    crop_size: int = 256
+    num_epochs: int = 120
+    lr_milestones: tuple[int, ...] = (105, 115)
+    base_lr: float = 1e-3
+    lr_batch_reference: int | None = 64
+    keep_background_prob: float = 0.05
+    min_foreground_area: float = 10.0
+    checkpoint_interval: int = 10
+    image_dump_interval: int = 1000
+    live_size: int | None = None
+
+    def learning_rate(self, cfg: Mapping[str, Any]) -> float:
+        """``--lr`` (else ``base_lr``), scaled for the batch size when the recipe says so."""
+        lr = base_lr(cfg, self.base_lr)
+        return lr if self.lr_batch_reference is None else lr * (cfg.batch_size / self.lr_batch_reference) ** 0.5
 
 
 @dataclass(frozen=True)
@@ -74,12 +110,14 @@ def with_overrides(recipe: R, assignments: Sequence[str]) -> R:
         default = known[name]
         if isinstance(value, list):
             value = tuple(value)
-        numbers = (int, float)
-        kind_ok = (value is None and name in nullable) or (value is not None and (
-                   default is None or type(value) is type(default)
-                   or (isinstance(default, float) and type(value) is int)
-                   or (isinstance(default, tuple) and isinstance(value, tuple)
-                       and all(isinstance(v, numbers) for v in value))))
+        field_type = str(next(f.type for f in fields(recipe) if f.name == name))
+        elements = (str,) if "tuple[str" in field_type else (int, float)
+        if isinstance(default, tuple):
+            kind_ok = (value is None and name in nullable) or (isinstance(value, tuple) and all(
+                isinstance(v, elements) and not isinstance(v, bool) for v in value))
+        else:
+            kind_ok = (value is None and name in nullable) or (value is not None and (
+                default is None or type(value) is type(default) or (isinstance(default, float) and type(value) is int)))
         if not kind_ok or isinstance(value, bool) != isinstance(default, bool):
             raise ConfigError(f"--set {assignment}: {name} takes a value like {default!r}, "
                               f"got {type(value).__name__}")
@@ -99,29 +137,27 @@ def base_lr(cfg: Mapping[str, Any], default: float) -> float:
     return default if lr is None else float(lr)
 
 
-def train_recipe(model: nn.Module, cfg: EasyDict, model_cfg: EasyDict, *, loss_cfg: Mapping[str, Any],
-                 train_keys: Sequence[str], val_keys: Sequence[str], crop_size: tuple[int, int],
-                 num_epochs: int, lr_milestones: Sequence[int], lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 keep_background_prob: float = 0.05, min_foreground_area: float = 10.0,
-                 checkpoint_interval: int = 10, image_dump_interval: int = 1000,
-                 live_size: int | None = None) -> SimpleHTrainer:
-    """Train with RandomResizedCrop(crop, scale 0.5-1) + HorizontalFlip, validation at Resize(crop),
-    Adam(lr, betas, eps 1e-8), MultiStepLR(milestones, gamma 0.1) stepped per epoch.
+def train_recipe(model: nn.Module, cfg: EasyDict, model_cfg: EasyDict, recipe: EpochRecipe, *,
+                 loss_cfg: Mapping[str, Any], betas: tuple[float, float] = (0.9, 0.999)) -> SimpleHTrainer:
+    """Train ``recipe``: RandomResizedCrop(crop, scale 0.5-1) + HorizontalFlip, validation at
+    Resize(crop), Adam(lr, betas, eps 1e-8), MultiStepLR(milestones, gamma 0.1) stepped per epoch.
 
-    With ``live_size`` the training set is on-the-fly HSynth (see :func:`train_for_time`)."""
+    With ``recipe.live_size`` the training set is on-the-fly HSynth (see :func:`train_for_time`)."""
     cfg.val_batch_size = cfg.batch_size
-    train_augmentator = HCompose([A.RandomResizedCrop(size=crop_size, scale=(0.5, 1.0)), A.HorizontalFlip()])
-    trainset = _training_set(cfg, model_cfg, train_keys, live_size, augmentator=train_augmentator,
-                             keep_background_prob=keep_background_prob, min_foreground_area=min_foreground_area)
-    valset = recipe_dataset(cfg, val_keys, "test", augmentator=HCompose([A.Resize(*crop_size)]),
+    crop = (recipe.crop_size, recipe.crop_size)
+    train_augmentator = HCompose([A.RandomResizedCrop(size=crop, scale=(0.5, 1.0)), A.HorizontalFlip()])
+    trainset = _training_set(cfg, model_cfg, recipe.train_keys, recipe.live_size, augmentator=train_augmentator,
+                             keep_background_prob=recipe.keep_background_prob,
+                             min_foreground_area=recipe.min_foreground_area)
+    valset = recipe_dataset(cfg, recipe.val_keys, "test", augmentator=HCompose([A.Resize(*crop)]),
                             keep_background_prob=-1.0, lab=_lab_mode(model_cfg),
                             skip_bad_samples=cfg.options.skip_bad_samples)
     trainer = SimpleHTrainer(
         model, cfg, model_cfg, loss_cfg, trainset, valset,
-        optimizer="adam", optimizer_params={"lr": lr, "betas": betas, "eps": 1e-8},
-        lr_scheduler=partial(torch.optim.lr_scheduler.MultiStepLR, milestones=list(lr_milestones), gamma=0.1),
-        checkpoint_interval=checkpoint_interval, image_dump_interval=image_dump_interval)
-    trainer.run(num_epochs)
+        optimizer="adam", optimizer_params={"lr": recipe.learning_rate(cfg), "betas": betas, "eps": 1e-8},
+        lr_scheduler=partial(torch.optim.lr_scheduler.MultiStepLR, milestones=list(recipe.lr_milestones), gamma=0.1),
+        checkpoint_interval=recipe.checkpoint_interval, image_dump_interval=recipe.image_dump_interval)
+    trainer.run(recipe.num_epochs)
     return trainer
 
 

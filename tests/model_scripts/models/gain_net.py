@@ -15,7 +15,7 @@ from easydict import EasyDict as edict
 from torch import nn
 
 from iharm.data.normalization import IMAGENET
-from iharm.engine.recipe import base_lr, train_recipe
+from iharm.engine.recipe import EpochRecipe, train_recipe
 from iharm.model.losses import MaskWeightedMSE
 from iharm.model.registry import MODELS, ModelSpec, get_model_spec, register_model
 
@@ -44,8 +44,8 @@ if "GainNet" not in MODELS:  # the registry entry
 
 def main(cfg):
     model_cfg = edict(crop_size=(32, 32), spec=get_model_spec("GainNet"))
-    train_recipe(model_cfg.spec.build(), cfg, model_cfg,
-                 loss_cfg=edict(pixel_loss=MaskWeightedMSE(min_area=10), pixel_loss_weight=1.0),
-                 train_keys=("HSYNTH_PATH",), val_keys=("HSYNTH_PATH",), crop_size=model_cfg.crop_size,
-                 num_epochs=20, lr_milestones=(), lr=base_lr(cfg, 1e-2),
-                 checkpoint_interval=0, image_dump_interval=0)
+    recipe = EpochRecipe(train_keys=("HSYNTH_PATH",), val_keys=("HSYNTH_PATH",), crop_size=32, num_epochs=20,
+                         lr_milestones=(), base_lr=1e-2, lr_batch_reference=None, checkpoint_interval=0,
+                         image_dump_interval=0)
+    train_recipe(model_cfg.spec.build(), cfg, model_cfg, recipe,
+                 loss_cfg=edict(pixel_loss=MaskWeightedMSE(min_area=10), pixel_loss_weight=1.0))

@@ -1,7 +1,7 @@
 """The BargainNet recipe at a small generator width (ngf 8) for engine tests."""
 from easydict import EasyDict as edict
 
-from iharm.engine.recipe import base_lr, train_recipe
+from iharm.engine.recipe import EpochRecipe, train_recipe
 from iharm.model.bargainnet_losses import LAMBDA_TRI, BargainNetL1, DomainTripletLoss
 from iharm.model.registry import get_model_spec
 
@@ -10,9 +10,10 @@ def main(cfg):
     model, model_cfg = init_model(cfg)
     loss_cfg = edict(pixel_loss=BargainNetL1(), pixel_loss_weight=1.0,
                      triplet_loss=DomainTripletLoss(), triplet_loss_weight=LAMBDA_TRI)
-    train_recipe(model, cfg, model_cfg, loss_cfg=loss_cfg, train_keys=("HSYNTH_PATH",), val_keys=("HSYNTH_PATH",),
-                 crop_size=(256, 256), num_epochs=2, lr_milestones=(), lr=base_lr(cfg, 1e-3), min_foreground_area=1.0,
-                 checkpoint_interval=1, image_dump_interval=100)
+    recipe = EpochRecipe(train_keys=("HSYNTH_PATH",), val_keys=("HSYNTH_PATH",), crop_size=256, num_epochs=2,
+                         lr_milestones=(), base_lr=1e-3, lr_batch_reference=None, min_foreground_area=1.0,
+                         checkpoint_interval=1, image_dump_interval=100)
+    train_recipe(model, cfg, model_cfg, recipe, loss_cfg=loss_cfg)
 
 
 def init_model(cfg):

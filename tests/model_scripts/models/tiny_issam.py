@@ -17,7 +17,7 @@ import time
 import torch
 from easydict import EasyDict as edict
 
-from iharm.engine.recipe import base_lr, train_recipe
+from iharm.engine.recipe import EpochRecipe, train_recipe
 from iharm.model.initializer import init_issam_weights
 from iharm.model.losses import MaskWeightedMSE
 from iharm.model.registry import get_model_spec
@@ -49,11 +49,12 @@ class InstrumentedLoss(MaskWeightedMSE):
 
 def main(cfg):
     model, model_cfg = init_model(cfg)
-    trainer = train_recipe(
-        model, cfg, model_cfg, loss_cfg=edict(pixel_loss=InstrumentedLoss(cfg.dist.rank), pixel_loss_weight=1.0),
-        train_keys=("HSYNTH_PATH",), val_keys=("HSYNTH_PATH",), crop_size=(32, 32), num_epochs=2,
-        lr_milestones=(3,), lr=base_lr(cfg, 1e-3), checkpoint_interval=1, image_dump_interval=2,
-        live_size=int(os.environ.get("IHARM_TEST_LIVE_SIZE", 0)) or None)
+    # an EpochRecipe built here, not a module RECIPE: this script is the "declares no RECIPE" case of --set
+    recipe = EpochRecipe(train_keys=("HSYNTH_PATH",), val_keys=("HSYNTH_PATH",), crop_size=32, num_epochs=2,
+                         lr_milestones=(3,), base_lr=1e-3, lr_batch_reference=None, checkpoint_interval=1,
+                         image_dump_interval=2, live_size=int(os.environ.get("IHARM_TEST_LIVE_SIZE", 0)) or None)
+    trainer = train_recipe(model, cfg, model_cfg, recipe,
+                           loss_cfg=edict(pixel_loss=InstrumentedLoss(cfg.dist.rank), pixel_loss_weight=1.0))
     if os.environ.get("IHARM_TEST_DUMP_DIR"):
         module = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
         torch.save(module.state_dict(), os.path.join(os.environ["IHARM_TEST_DUMP_DIR"], f"rank{cfg.dist.rank}.pth"))
