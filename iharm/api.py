@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from iharm.data.io import mask_problem, read_image, read_mask
-from iharm.inference.evaluation import PRECISION_CHOICES, build_predictor
+from iharm.inference.predictor import PRECISION_CHOICES, build_predictor
 from iharm.inference.full_resolution import Method, WorkingResolution, harmonize_full_resolution
 from iharm.inference.harmony_score import HarmonyResult, HarmonyScorer
 from iharm.inference.predictor import PRECISIONS

@@ -60,7 +60,7 @@ from iharm.data.hsynth.subsets import family_of, write_working_copy
 from iharm.data.io import encode_image, read_image, read_mask, write_encoded, write_image
 from iharm.data.transforms import HCompose, resize_transform
 from iharm.engine.training_state import STATE_FILE, load_training_state, trained_seconds
-from iharm.inference.evaluation import COMPOSITE, build_predictor
+from iharm.inference.predictor import COMPOSITE, build_predictor
 from iharm.model.registry import get_model_spec
 from iharm.tools.quality import (grouped_summaries, line_plot, markdown_table, mask_to_uint8,
                                  read_per_image_csv, result_grid, with_ratio, write_small_jpeg)

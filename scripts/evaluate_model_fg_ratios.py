@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from iharm.inference.evaluation import DatasetResult, EvaluationReport, ImageResult, accumulate
+from iharm.inference.report import DatasetResult, EvaluationReport, ImageResult, accumulate
 from iharm.tools.cli import add_evaluation_arguments, run_evaluation_command
 from iharm.utils.files import atomic_write_text
 from iharm.utils.metrics import FG_RATIO_BUCKETS, METRIC_NAMES, bucket_label, format_table, in_bucket, overall

@@ -20,7 +20,7 @@ from iharm.data.hdataset import HDataset
 from iharm.data.hsynth.subsets import select_composites, write_working_copy
 from iharm.data.io import read_image, read_mask
 from iharm.data.transforms import HCompose, resize_transform
-from iharm.inference.evaluation import ImageResult, write_per_image_csv
+from iharm.inference.report import ImageResult, write_per_image_csv
 from iharm.tools.quality import (grouped_summaries, markdown_table, read_per_image_csv, result_grid,
                                  with_ratio, write_small_jpeg)
 from tiny_data import make_dataset

@@ -256,7 +256,7 @@ def test_precision_flag_reaches_the_predictor(tiny: Path, issam_checkpoint: Path
 
 
 def test_bf16_output_is_close_to_fp32(issam_checkpoint: Path) -> None:
-    from iharm.inference.evaluation import build_predictor
+    from iharm.inference.predictor import build_predictor
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (2, 3, 64, 96), dtype=torch.uint8, generator=generator)

@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +19,7 @@ from easydict import EasyDict
 
 from iharm.engine import recipe as recipe_module
 from iharm.engine.options import TrainOptions
-from iharm.engine.recipe import EpochRecipe, with_overrides
+from iharm.engine.recipe import with_overrides
 from iharm.utils.config import ConfigError
 from test_train import REPO, _config
 from tiny_data import make_dataset

@@ -18,7 +18,8 @@ import sys
 
 from typing import Any
 
-from iharm.inference.evaluation import DEFAULT_DATASETS, EvaluationReport
+from iharm.inference.evaluation import DEFAULT_DATASETS
+from iharm.inference.report import EvaluationReport
 from iharm.tools.cli import add_evaluation_arguments, run_evaluation_command
 
 

@@ -31,14 +31,9 @@ time.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 import os
-import platform
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,69 +45,14 @@ from tqdm import tqdm
 from iharm.data.hdataset import HDataset
 from iharm.data.io import write_image
 from iharm.data.transforms import RESIZE_STRATEGIES, HCompose, resize_transform
-from iharm.inference.predictor import Predictor
-from iharm.inference.utils import load_model
-from iharm.model.registry import get_model_spec
-from iharm.utils.files import atomic_write_text
-from iharm.utils.metrics import (METRIC_NAMES, MetricsAccumulator, MetricVariant, foreground_ratio,
-                                 format_table, image_metrics, overall)
+from iharm.inference.predictor import AnyPredictor, needs_lab
+from iharm.inference.report import DatasetResult, ImageResult
+from iharm.utils.metrics import METRIC_NAMES, MetricVariant, foreground_ratio, image_metrics
 
-#: The pseudo-model whose prediction is the input composite: the "composite" row of every table.
-COMPOSITE = "Composite"
 #: The official ``evaluate_model.py`` default datasets (HAdobe5k at full resolution).
 DEFAULT_DATASETS = ("HFlickr", "HDay2Night", "HCOCO", "HAdobe5k1")
-#: Columns of the per-image CSV.
-PER_IMAGE_COLUMNS = ("name", "dataset", *METRIC_NAMES, "fg_ratio", "height", "width", "predict_ms")
 #: Largest number of pixels (images x H x W) in one forward: 8 images at 1024 x 1024.
 DEFAULT_MAX_BATCH_PIXELS = 8 * 1024 * 1024
-AVG_TIME_DEFINITION = ("ms per image in Predictor.predict_batch (device copy, padding, normalisation, forward, "
-                       "de-normalisation, clamp; device synchronised), excluding data loading and metrics")
-
-
-class CompositePredictor:
-    """The identity "model": the prediction is the composite itself, as float on 0..255.
-
-    Evaluating it gives the input-composite row of the paper tables from the
-    same data path and metrics as the models.
-    """
-
-    spec = None
-    with_flip = False
-
-    def __init__(self, device: str | torch.device = "cpu") -> None:
-        self.device = torch.device(device)
-
-    def predict_batch(self, images: torch.Tensor, masks: torch.Tensor,
-                      images_lab: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 N3HW composites -> the same as float32 N3HW on the device."""
-        return images.to(self.device).float()
-
-
-AnyPredictor = Predictor | CompositePredictor
-
-
-#: ``--precision`` of the command-line tools -> :class:`~iharm.inference.predictor.Predictor` ``precision``.
-PRECISION_CHOICES = {"fp32": "float32", "bf16": "bf16", "fp16": "fp16"}
-
-
-def build_predictor(model_type: str, checkpoint: str | os.PathLike | None, device: str | torch.device,
-                    with_flip: bool = False, precision: str = "float32") -> AnyPredictor:
-    """A Predictor for a registered model loaded strictly from ``checkpoint``, or the Composite identity.
-
-    ``precision``: a :data:`~iharm.inference.predictor.PRECISIONS` name, or a ``--precision`` choice."""
-    if model_type == COMPOSITE:
-        if checkpoint is not None:
-            raise ValueError(f"{COMPOSITE} is the unharmonized input and takes no checkpoint (got {checkpoint})")
-        return CompositePredictor(device)
-    if checkpoint is None:
-        raise ValueError(f"{model_type} needs a checkpoint")
-    spec = get_model_spec(model_type)
-    return Predictor(load_model(model_type, checkpoint, device), spec, device, with_flip=with_flip,
-                     precision=PRECISION_CHOICES.get(precision, precision))
-
-
-def needs_lab(predictor: AnyPredictor) -> bool:
-    return predictor.spec is not None and predictor.spec.needs_lab
 
 
 @dataclass(frozen=True)
@@ -140,48 +80,6 @@ class EvaluationSettings:
         if self.composite_output:
             return "composited output (out * mask + composite * (1 - mask))"
         return "raw network output (not composited, as the official evaluation)"
-
-
-@dataclass(frozen=True)
-class ImageResult:
-    """One test image: its metrics at the evaluated resolution and its share of the predict time."""
-
-    name: str
-    dataset: str
-    metrics: dict[str, float]
-    fg_ratio: float
-    height: int
-    width: int
-    predict_seconds: float
-
-    def row(self) -> dict[str, Any]:
-        return {"name": self.name, "dataset": self.dataset, **{k: repr(self.metrics[k]) for k in METRIC_NAMES},
-                "fg_ratio": repr(self.fg_ratio), "height": self.height, "width": self.width,
-                "predict_ms": f"{1000 * self.predict_seconds:.3f}"}
-
-
-def accumulate(images: Iterable[ImageResult]) -> MetricsAccumulator:
-    """A MetricsAccumulator over per-image results (a dataset, a fg-ratio bucket...)."""
-    images = list(images)
-    accumulator = MetricsAccumulator()
-    if images:
-        accumulator.update({name: torch.tensor([r.metrics[name] for r in images], dtype=torch.float64)
-                            for name in METRIC_NAMES}, seconds=sum(r.predict_seconds for r in images))
-    return accumulator
-
-
-@dataclass
-class DatasetResult:
-    """Every image of one dataset, and the wall-clock time of its whole loop."""
-
-    name: str
-    path: Path
-    images: list[ImageResult]
-    wall_seconds: float
-
-    @property
-    def images_per_second(self) -> float:
-        return len(self.images) / self.wall_seconds if self.wall_seconds > 0 else math.nan
 
 
 def _synchronize(device: torch.device) -> None:
@@ -248,88 +146,4 @@ def evaluate_dataset(predictor: AnyPredictor, dataset_path: str | os.PathLike, n
             results.extend(_evaluate_group(predictor, group, name, settings))
     return DatasetResult(name=name, path=Path(dataset_path), images=results, wall_seconds=time.perf_counter() - start)
 
-
-@dataclass
-class EvaluationReport:
-    """An evaluation run: what was evaluated how, and the per-image results of every dataset."""
-
-    model: str
-    checkpoint: str | None
-    device: str
-    flip: bool
-    settings: EvaluationSettings
-    datasets: list[DatasetResult]
-    started: str
-    precision: str = "fp32"
-
-    def header(self) -> str:
-        source = f" ({self.checkpoint})" if self.checkpoint else ""
-        return (f"{self.model}{source}, resize {self.settings.resize_strategy}, flip {'on' if self.flip else 'off'}, "
-                f"device {self.device}, precision {self.precision}\noutput: {self.settings.output_description()}")
-
-    def summaries(self) -> dict[str, dict[str, float]]:
-        """``{dataset: summary}`` plus ``Overall`` (image-weighted) when there is more than one dataset."""
-        accumulators = {d.name: accumulate(d.images) for d in self.datasets}
-        rows = {name: acc.summary() for name, acc in accumulators.items()}
-        if len(accumulators) > 1:
-            rows["Overall"] = overall(accumulators.values()).summary()
-        return rows
-
-    def table(self) -> str:
-        return f"{self.header()}\n{format_table(self.summaries(), variant=self.settings.variant)}"
-
-    def to_json(self) -> dict[str, Any]:
-        summaries = self.summaries()
-        total_images = sum(len(d.images) for d in self.datasets)
-        total_wall = sum(d.wall_seconds for d in self.datasets)
-        return _json_safe({
-            "model": self.model,
-            "checkpoint": self.checkpoint,
-            "resize_strategy": self.settings.resize_strategy,
-            "flip": self.flip,
-            "device": self.device,
-            "precision": self.precision,
-            "metric_variant": {"psnr_peak": self.settings.variant.psnr_peak,
-                               "fmse_mask": self.settings.variant.fmse_mask},
-            "output": "composited" if self.settings.composite_output else "raw",
-            "output_description": self.settings.output_description(),
-            "batch_size": self.settings.batch_size,
-            "workers": self.settings.workers,
-            "avg_time_definition": AVG_TIME_DEFINITION,
-            "started": self.started,
-            "datasets": {d.name: {"path": str(d.path), **summaries[d.name], "wall_seconds": d.wall_seconds,
-                                  "images_per_second": d.images_per_second} for d in self.datasets},
-            "overall": summaries.get("Overall", summaries[self.datasets[0].name] if self.datasets else {}),
-            "wall_seconds": total_wall,
-            "images_per_second": total_images / total_wall if total_wall > 0 else None,
-            "torch": torch.__version__,
-            "host": platform.node(),
-        })
-
-    def write(self, results_path: Path, prefix: str = "") -> tuple[Path, Path]:
-        """``<prefix>per_image.csv`` and ``<prefix>summary.json`` in ``results_path``."""
-        csv_path, json_path = results_path / f"{prefix}per_image.csv", results_path / f"{prefix}summary.json"
-        write_per_image_csv(csv_path, (image for d in self.datasets for image in d.images))
-        atomic_write_text(json_path, json.dumps(self.to_json(), indent=2) + "\n")
-        return csv_path, json_path
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN / inf -> None, so the file is standard JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
-
-
-def write_per_image_csv(path: Path, images: Iterable[ImageResult]) -> None:
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=PER_IMAGE_COLUMNS)
-    writer.writeheader()
-    writer.writerows(image.row() for image in images)
-    atomic_write_text(path, text.getvalue())
-
-
-# --- command line (shared by evaluate_model.py and evaluate_model_fg_ratios.py) ----------------------------
 

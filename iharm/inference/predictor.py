@@ -24,15 +24,23 @@ the model was switched to the plain one (``iharm.model.fast_path``); on the
 CPU the predictor also keeps the model and its inputs in channels_last, which
 changes only the memory layout. ``precision='bf16'`` runs the network under
 bfloat16 autocast: faster where the hardware has bf16 arithmetic, not exact.
+
+:func:`build_predictor` makes one from a registered name and weights (or, for
+``Composite``, the identity :class:`CompositePredictor` that gives the
+unharmonized row of every table), for the evaluation commands, the benchmark
+and the API alike.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iharm.model.registry import ModelSpec
+from iharm.inference.utils import load_model
+from iharm.model.registry import ModelSpec, get_model_spec
 
 #: OpenCV 8-bit Lab of black RGB (0, 0, 0): the Lab value of the padded border.
 LAB_OF_BLACK = (0, 128, 128)
@@ -147,3 +155,53 @@ class Predictor:
             output = 0.5 * (output[:n] + output[n:].flip(-1))
         output = output[:, :, top:top + h, left:left + w]
         return self.spec.to_pixels(output)
+
+
+#: The pseudo-model whose prediction is the input composite: the "composite" row of every table.
+COMPOSITE = "Composite"
+
+
+class CompositePredictor:
+    """The identity "model": the prediction is the composite itself, as float on 0..255.
+
+    Evaluating it gives the input-composite row of the paper tables from the
+    same data path and metrics as the models.
+    """
+
+    spec = None
+    with_flip = False
+
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+
+    def predict_batch(self, images: torch.Tensor, masks: torch.Tensor,
+                      images_lab: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 N3HW composites -> the same as float32 N3HW on the device."""
+        return images.to(self.device).float()
+
+
+AnyPredictor = Predictor | CompositePredictor
+
+
+#: ``--precision`` of the command-line tools -> :class:`~iharm.inference.predictor.Predictor` ``precision``.
+PRECISION_CHOICES = {"fp32": "float32", "bf16": "bf16", "fp16": "fp16"}
+
+
+def build_predictor(model_type: str, checkpoint: str | os.PathLike | None, device: str | torch.device,
+                    with_flip: bool = False, precision: str = "float32") -> AnyPredictor:
+    """A Predictor for a registered model loaded strictly from ``checkpoint``, or the Composite identity.
+
+    ``precision``: a :data:`~iharm.inference.predictor.PRECISIONS` name, or a ``--precision`` choice."""
+    if model_type == COMPOSITE:
+        if checkpoint is not None:
+            raise ValueError(f"{COMPOSITE} is the unharmonized input and takes no checkpoint (got {checkpoint})")
+        return CompositePredictor(device)
+    if checkpoint is None:
+        raise ValueError(f"{model_type} needs a checkpoint")
+    spec = get_model_spec(model_type)
+    return Predictor(load_model(model_type, checkpoint, device), spec, device, with_flip=with_flip,
+                     precision=PRECISION_CHOICES.get(precision, precision))
+
+
+def needs_lab(predictor: AnyPredictor) -> bool:
+    return predictor.spec is not None and predictor.spec.needs_lab

@@ -581,9 +581,9 @@ def end_to_end(settings: Settings, dataset: Path, strategies: Sequence[str] = EN
 
 def _end_to_end(settings: Settings, dataset: Path, strategies: Sequence[str],
                 log: Callable[[str], None]) -> list[dict[str, Any]]:
-    from iharm.inference.evaluation import (CompositePredictor, EvaluationSettings, accumulate,
-                                            evaluate_dataset)
-    from iharm.inference.predictor import Predictor
+    from iharm.inference.evaluation import EvaluationSettings, evaluate_dataset
+    from iharm.inference.predictor import CompositePredictor, Predictor
+    from iharm.inference.report import accumulate
 
     spec = get_model_spec(settings.model)
     model = build_model(spec, settings.checkpoint, settings.seed)

@@ -19,8 +19,9 @@ import torch
 from iharm.data import layout
 from iharm.data.transforms import RESIZE_STRATEGIES
 from iharm.errors import IharmError
-from iharm.inference.evaluation import (COMPOSITE, DEFAULT_MAX_BATCH_PIXELS, PRECISION_CHOICES, EvaluationReport,
-                                        EvaluationSettings, build_predictor, evaluate_dataset)
+from iharm.inference.evaluation import DEFAULT_MAX_BATCH_PIXELS, EvaluationSettings, evaluate_dataset
+from iharm.inference.predictor import COMPOSITE, PRECISION_CHOICES, build_predictor
+from iharm.inference.report import EvaluationReport
 from iharm.model.checkpoints import CheckpointError
 from iharm.model.registry import MODELS
 from iharm.utils.config import ConfigError, dataset_key, load_config, require_path

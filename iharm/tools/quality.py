@@ -4,7 +4,7 @@ The benchmark scores models with ``scripts/evaluate_model.py``, which writes
 one CSV row per test image (:data:`~iharm.inference.evaluation.PER_IMAGE_COLUMNS`).
 This module reads those rows back and pools them into groups (transform
 family, foreground-ratio bucket, held-out family) with the evaluation's own
-:func:`~iharm.inference.evaluation.accumulate`, so a group's value is the mean
+:func:`~iharm.inference.report.accumulate`, so a group's value is the mean
 of its images' values, exactly as a dataset row of the evaluation table; it
 also renders Markdown tables, result grids (one row per test image, one
 column per model) and the fMSE-against-time plot, as small JPEGs.
@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from iharm.data.io import jpeg_within, write_encoded
-from iharm.inference.evaluation import ImageResult, accumulate
+from iharm.inference.report import ImageResult, accumulate
 from iharm.utils.metrics import METRIC_NAMES
 
 #: Largest size of a figure written for the documentation.

@@ -3,22 +3,10 @@
     python train.py models/hsynth/iSSAM_hsynth.py --device cpu --threads 2 --workers 1 \
         --batch-size 16 --lr 3e-3 --max-train-minutes 60
 
-Trains on on-the-fly HSynth (``iharm.data.hsynth.live``): every sample is a new
-composite of a training photo of ``PHOTOS_PATH``, made at 256 x 256 as the
-Fixed256 evaluation resizes; the photos of the fixed HSynth-test split
-(``--dataset-path``, else ``HSYNTH_PATH``) are never drawn. With ``live_size`` None
-(``--set live_size=null``) it trains on the fixed folder ``--dataset-path`` instead (e.g. a 256 x 256
-working copy of HSynth-train, ``iharm.data.hsynth.subsets.write_working_copy``).
-What differs from models/iSSAM_256.py, and
-why (measured in docs/quality.md):
-* the fusion gate starts at a = sigmoid(3 * gate_logit): the output begins at
-  the composite (the Composite baseline), not at a random image;
-* ``--lr`` is the peak learning rate as given (no sqrt(batch/64) scaling), with a
-  linear warm-up and a cosine decay that ends with ``--max-train-minutes``;
-* ``work_size`` px crops instead of 256, so that an hour sees many more images.
-
-The values are :data:`RECIPE` (:class:`~iharm.engine.recipe.TimeRecipe`); ``--set NAME=VALUE``
-overrides one for a run (``--set work_size=128``).
+The recipe of models/hsynth/DucoNet_hsynth.py (on-the-fly HSynth, the fusion gate
+starting at the composite, warm-up and cosine over the time budget, ``work_size`` crops;
+its docstring says why), for iSSAM and its official initialisation. The values are
+:data:`RECIPE`; ``--set NAME=VALUE`` overrides one for a run.
 """
 from easydict import EasyDict as edict
 
