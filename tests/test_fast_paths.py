@@ -131,8 +131,7 @@ def assert_like_plain(name, output, plain_eval):
 
 def _variants():
     return [pytest.param(FastPath.only(option), id=option) for option in OPTIONS] + [
-        pytest.param(DEFAULT_FAST_PATH, id="default"),
-        pytest.param(FastPath(pack_lab_encoders=True), id="everything")]
+        pytest.param(DEFAULT_FAST_PATH, id="default")]
 
 
 def test_plain_path_gives_the_official_output(official, vector):
@@ -300,21 +299,3 @@ def test_predictor_defaults_are_exact_and_bf16_is_an_option(official, vector):
     assert bf16.dtype == torch.float32 and (bf16 - expected).abs().mean() < 2.0
     with pytest.raises(ValueError, match="fp16"):
         Predictor(copy.deepcopy(official), spec, precision="fp16")
-
-
-def test_packed_lab_encoders_keep_sync_batchnorm(official, small_inputs):
-    """SyncBatchNorm is a _BatchNorm but not a BatchNorm2d: the packed path must not skip it.
-    In one process it computes what BatchNorm2d computes, so the training-mode Lab codes must be
-    the unpacked BatchNorm2d path's within float32 rounding (skipping the norms moved them by 0.26)."""
-    image, mask, lab, _ = small_inputs
-
-    def codes(net, dtype=torch.float32):
-        net = net.to(dtype).train()
-        with torch.no_grad():
-            return torch.cat(list(net.encode_lab(lab.to(dtype), mask.to(dtype)).values()), 1)
-
-    reference = codes(set_fast_path(copy.deepcopy(official), False))
-    exact = codes(set_fast_path(copy.deepcopy(official), False), torch.float64)
-    synced = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(official))
-    packed = codes(set_fast_path(synced, FastPath(pack_lab_encoders=True)))
-    assert_float32_close("packed SyncBatchNorm Lab codes", packed, reference, exact, rounding_of=reference)

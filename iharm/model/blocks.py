@@ -109,54 +109,6 @@ class ConvBlock(FastPathModule):
                                  fuse=self.fast_path.fuse_activation)
 
 
-def packed_batch_norm(norms: Sequence[nn.BatchNorm2d], x: torch.Tensor) -> torch.Tensor:
-    """``cat([norms[k](x_k) for k])`` for x the concatenation of the K inputs, as one call.
-
-    BatchNorm statistics are per channel, so each norm sees exactly its own
-    batch statistics; in training every norm's running statistics and batch
-    counter are updated as its own call would (same momentum rule).
-    """
-    first = norms[0]
-    tracking = first.training and first.track_running_stats
-    factor = first.momentum if first.momentum is not None else 0.0
-    if tracking:
-        for norm in norms:
-            norm.num_batches_tracked.add_(1)
-        if first.momentum is None:
-            factor = 1.0 / float(first.num_batches_tracked)
-    has_running = first.running_mean is not None and (not first.training or first.track_running_stats)
-    running = [torch.cat([getattr(norm, name) for norm in norms]) if has_running else None
-               for name in ("running_mean", "running_var")]
-    affine = [torch.cat([getattr(norm, name) for norm in norms]) if first.affine else None
-              for name in ("weight", "bias")]
-    use_batch_stats = first.training or first.running_mean is None
-    out = F.batch_norm(x, *running, *affine, use_batch_stats, factor, first.eps)
-    if tracking:
-        with torch.no_grad():
-            for norm, mean, var in zip(norms, running[0].chunk(len(norms)), running[1].chunk(len(norms))):
-                norm.running_mean.copy_(mean)
-                norm.running_var.copy_(var)
-    return out
-
-
-def packed_conv_blocks(blocks: Sequence[ConvBlock], x: torch.Tensor) -> torch.Tensor:
-    """``cat([blocks[k](x_k) for k])`` for x the concatenation of the K inputs: one grouped
-    convolution (groups = K) and one BatchNorm call for K blocks of the same shape."""
-    conv, norm, activation = blocks[0].block
-    if all(block.folds_batchnorm for block in blocks):
-        weight, bias = (torch.cat(parts) for parts in zip(*(block.folded_parameters() for block in blocks)))
-    else:
-        weight = torch.cat([block.block[0].weight for block in blocks])
-        bias = torch.cat([block.block[0].bias for block in blocks]) if conv.bias is not None else None
-    out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, groups=len(blocks))
-    if isinstance(norm, _BatchNorm) and not blocks[0].folds_batchnorm:  # SyncBatchNorm too
-        if type(norm) is nn.BatchNorm2d:
-            out = packed_batch_norm([block.block[1] for block in blocks], out)
-        else:  # each norm's own call keeps its cross-process statistics
-            out = torch.cat([block.block[1](part) for block, part in zip(blocks, out.chunk(len(blocks), 1))], 1)
-    return activation(out)
-
-
 class UNetDoubleConv(nn.Module):
     """Two 3x3 ``ConvBlock``s (stride 1) with the same norm and activation."""
 

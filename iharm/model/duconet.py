@@ -21,7 +21,7 @@ from torch import nn
 from iharm.model.blocks import NormLayer, conv2d_activation
 from iharm.model.fast_path import FastPathModule, derived, map_region, mask_box
 from iharm.model.stylegan2 import ResidualBlock, StyleBlock, modulate, per_sample_conv
-from iharm.model.unet import UNetEncoder, packed_deepest_features, ssam_unet
+from iharm.model.unet import UNetEncoder, ssam_unet
 
 #: Lab channel names in image_lab channel order; ``{c}_encoder`` encodes channel c into ``w_{c}``.
 LAB_CHANNELS = ("l", "a", "b")
@@ -161,7 +161,7 @@ class Control_Module(FastPathModule):  # noqa: N801 - official name
         return x * (1 - mask) + mask * fused
 
 
-class DucoNet_model(FastPathModule):  # noqa: N801 - official name
+class DucoNet_model(nn.Module):  # noqa: N801 - official name
     """DucoNet. ``forward(image, mask, image_lab) -> {'images': out}``.
 
     ``image`` is the ImageNet-normalised RGB composite (B,3,H,W), ``mask`` the
@@ -173,8 +173,6 @@ class DucoNet_model(FastPathModule):  # noqa: N801 - official name
     decoder stages, 1 on stages 1-2, 2 on the last stage only, >= 3 on none.
     The defaults are the published configuration (``models/DucoNet_256.py``).
     """
-
-    fast_path_options = ("pack_lab_encoders",)
 
     def __init__(self, depth: int = 4, norm_layer: NormLayer | None = nn.BatchNorm2d, batchnorm_from: int = 2,
                  attend_from: int = 2, attention_mid_k: float = 0.5, image_fusion: bool = True,
@@ -201,19 +199,9 @@ class DucoNet_model(FastPathModule):  # noqa: N801 - official name
         self.b_encoder = lab_encoder()
 
     def encode_lab(self, image_lab: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Style codes ``{'w_l', 'w_a', 'w_b'}`` (each B x w_dim), one Lab channel per encoder.
-
-        Fast path ``pack_lab_encoders``: the three encoders run as one grouped
-        pass over ``[L, mask, a, mask, b, mask]``.
-        """
-        encoders = [getattr(self, f"{name}_encoder") for name in LAB_CHANNELS]
-        if not self.fast_path.pack_lab_encoders:
-            return {f"w_{name}": encoder(image_lab[:, i:i + 1], mask)
-                    for i, (name, encoder) in enumerate(zip(LAB_CHANNELS, encoders))}
-        packed_input = torch.cat([part for i in range(len(encoders)) for part in (image_lab[:, i:i + 1], mask)], dim=1)
-        deepest = packed_deepest_features([encoder.lab_encoder for encoder in encoders], packed_input)
-        return {f"w_{name}": encoder.map2w(features)
-                for name, encoder, features in zip(LAB_CHANNELS, encoders, deepest.chunk(len(encoders), dim=1))}
+        """Style codes ``{'w_l', 'w_a', 'w_b'}`` (each B x w_dim), one Lab channel per encoder."""
+        return {f"w_{name}": getattr(self, f"{name}_encoder")(image_lab[:, i:i + 1], mask)
+                for i, name in enumerate(LAB_CHANNELS)}
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor, image_lab: torch.Tensor | None = None,
                 backbone_features: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:

@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class FastPath:
-    """Which exact rearrangements a model uses (all on by default except ``pack_lab_encoders``).
+    """Which exact rearrangements a model uses (all on by default).
 
     ``fold_batchnorm``
         Eval mode: Conv2d followed by BatchNorm2d (running statistics) runs as
@@ -52,11 +52,6 @@ class FastPath:
         spatial-separated attention) runs only on the mask's bounding box
         grown by the receptive-field halo; outside the box the mask is exactly
         0 and the official output there is exactly the other blend operand.
-    ``pack_lab_encoders``
-        DucoNet's three Lab encoders as one grouped pass (groups = 3, the
-        BatchNorm statistics stay per channel, hence per encoder). Off by
-        default: on CPU the grouped convolutions are slower than three
-        ordinary ones (see docs/performance.md).
     ``share_intermediates``
         Values the official code computes several times from the same input
         are computed once per forward: the mask resized to each decoder stage
@@ -72,7 +67,6 @@ class FastPath:
     share_intermediates: bool = True
     pack_styles: bool = True
     crop_to_mask: bool = True
-    pack_lab_encoders: bool = False
     lean_memory: bool = True
 
     @classmethod

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from iharm.model.attention import SpatialSeparatedAttention, resize_mask
-from iharm.model.blocks import Activation, ConvBlock, NormLayer, UNetDoubleConv, packed_conv_blocks
+from iharm.model.blocks import Activation, ConvBlock, NormLayer, UNetDoubleConv
 from iharm.model.fast_path import FastPathModule
 
 #: ``control_module_layer(w_dim=..., feature_dim=...)`` -> module(x, w_l, w_a, w_b, mask).
@@ -88,20 +88,6 @@ class UNetEncoder(nn.Module):
             features, x = block(x)
             outputs.append(features)
         return outputs[::-1]
-
-
-def packed_deepest_features(encoders: Sequence[UNetEncoder], x: torch.Tensor) -> torch.Tensor:
-    """The deepest features of K encoders of the same shape, concatenated, from one grouped pass.
-
-    ``x`` is the concatenation of the K inputs along the channels; every
-    convolution runs once with groups = K (see :func:`packed_conv_blocks`).
-    """
-    features = x
-    for down_blocks in zip(*(encoder._blocks() for encoder in encoders)):
-        for conv_blocks in zip(*(block.convs.block for block in down_blocks)):
-            x = packed_conv_blocks(conv_blocks, x)
-        features, x = x, down_blocks[0].pooling(x)
-    return features
 
 
 class UNetUpBlock(nn.Module):
