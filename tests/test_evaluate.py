@@ -225,16 +225,16 @@ def test_bad_arguments_fail_clearly(config: Path, tiny: Path, issam_checkpoint: 
 
 def test_precision_flag_reaches_the_predictor(tiny: Path, issam_checkpoint: Path, config: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    import iharm.inference.evaluation as evaluation
+    import iharm.inference.predictor as predictor
 
     built: list[str] = []
 
-    class Recording(evaluation.Predictor):
+    class Recording(predictor.Predictor):
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             built.append(self.precision)
 
-    monkeypatch.setattr(evaluation, "Predictor", Recording)
+    monkeypatch.setattr(predictor, "Predictor", Recording)  # what build_predictor makes
     base = ["iSSAM", str(issam_checkpoint), "--dataset-path", str(tiny), "--gpu", "cpu", "--resize-strategy", "None",
             "--workers", "0", "--config-path", str(config)]
     rows = {}

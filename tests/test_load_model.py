@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from iharm.inference import utils
 from iharm.inference.utils import load_model
+from iharm.model import registry
 from iharm.model.checkpoints import CheckpointError
 from iharm.model.duconet import DucoNet_model
 from iharm.model.issam import SSAMImageHarmonization
@@ -104,6 +104,6 @@ def test_models_with_their_own_checkpoint_format_are_delegated(monkeypatch, tmp_
             return model
 
     spec = SimpleNamespace(constructor=PairModel, build=lambda: pytest.fail("must not build and load a state dict"))
-    monkeypatch.setattr(utils, "get_model_spec", lambda name: spec)
+    monkeypatch.setattr(registry, "get_model_spec", lambda name: spec)
     model = load_model("Pair", tmp_path / "checkpoints")
     assert isinstance(model, PairModel) and model.loaded_from == tmp_path / "checkpoints" and not model.training
