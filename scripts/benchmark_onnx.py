@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iharm.inference.onnx_export import example_inputs, export_onnx
+from iharm.inference.onnx_export import example_inputs, export_onnx, onnx_feed, onnx_session
 from iharm.model.registry import MODELS, get_model_spec
 from iharm.utils.files import atomic_write_text
 from iharm.utils.machine import cpu_model_and_flags, kernel_flags
@@ -62,24 +62,19 @@ def time_alternating(calls: list, repeats: int) -> list[list[float]]:
 
 
 def benchmark(model_name: str, sizes: list[int], threads: int, repeats: int, folder: Path) -> list[dict]:
-    import onnxruntime as ort
-
     spec = get_model_spec(model_name)
     torch.manual_seed(0)
     model = spec.build().eval()
     path = folder / f"{model_name}.onnx"
     export_onnx(model_name, model, path, 256)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(path, threads)
+    model_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
     rows = []
     for size in sizes:
         inputs = example_inputs(model_name, 1, size, size)
         kwargs = {arg: inputs[arg] for arg in spec.inputs}
-        feed = {arg: inputs[arg].numpy() for arg in spec.inputs}
-
+        feed = onnx_feed(session, inputs)
         last = {arg: x.contiguous(memory_format=torch.channels_last) for arg, x in kwargs.items()}
-        model_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
 
         def torch_call() -> torch.Tensor:
             with torch.inference_mode():

@@ -57,20 +57,26 @@ class _Recorder:
 
 
 @pytest.fixture
-def recorded(monkeypatch):
+def recording(monkeypatch):
+    """Trainer and datasets replaced by recorders; ``_Recorder.built`` holds what the last run got."""
     monkeypatch.setattr(recipe_module, "SimpleHTrainer", _Recorder)
     monkeypatch.setattr(recipe_module, "recipe_dataset", lambda cfg, keys, split, **kw: (split, tuple(keys), kw))
     monkeypatch.setattr(recipe_module, "_training_set",
                         lambda cfg, model_cfg, keys, live, **kw: ("train", tuple(keys), kw))
-    return _Recorder.built
 
 
-@pytest.mark.parametrize("name", sorted(PAPER))
-def test_official_recipes_hand_the_papers_values_to_the_trainer(name, recorded, monkeypatch):
-    batch, train_keys, crop, epochs, milestones, lr = PAPER[name]
+def _script_without_network(name: str, monkeypatch):
+    """The recipe script with a stand-in network (the wiring, not the model, is under test)."""
     script = _script(name)
     monkeypatch.setattr(script, "init_model", lambda cfg, recipe: (torch.nn.Linear(1, 1), EasyDict(
         crop_size=(recipe.crop_size,) * 2, spec=EasyDict(needs_lab=False))))
+    return script
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_official_recipes_hand_the_papers_values_to_the_trainer(name, recording, monkeypatch):
+    batch, train_keys, crop, epochs, milestones, lr = PAPER[name]
+    script = _script_without_network(name, monkeypatch)
     script.main(EasyDict(batch_size=batch, options=TrainOptions(batch_size=batch)))
     built = _Recorder.built
     assert built["trainset"][:2] == ("train", train_keys)
@@ -82,10 +88,8 @@ def test_official_recipes_hand_the_papers_values_to_the_trainer(name, recorded, 
     assert script.RECIPE.crop_size == crop
 
 
-def test_lr_and_set_change_what_the_trainer_gets(recorded, monkeypatch):
-    script = _script("DucoNet_256")
-    monkeypatch.setattr(script, "init_model", lambda cfg, recipe: (torch.nn.Linear(1, 1), EasyDict(
-        crop_size=(recipe.crop_size,) * 2, spec=EasyDict(needs_lab=False))))
+def test_lr_and_set_change_what_the_trainer_gets(recording, monkeypatch):
+    script = _script_without_network("DucoNet_256", monkeypatch)
     options = TrainOptions(batch_size=16, lr=4e-3,
                            recipe_set=("num_epochs=3", "lr_milestones=[2]", 'train_keys=["HSYNTH_PATH"]'))
     script.main(EasyDict(batch_size=16, options=options))

@@ -19,10 +19,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from iharm.inference.onnx_export import OPSET, ExportCheckError, export_onnx
+from iharm.inference.onnx_export import OPSET, ExportCheckError, check_trace_size, export_onnx
 from iharm.inference.utils import load_model
 from iharm.model.checkpoints import CheckpointError
-from iharm.model.registry import MODELS, get_model_spec
+from iharm.model.registry import MODELS
 from iharm.utils.files import check_output_file
 
 
@@ -37,9 +37,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="largest onnxruntime-PyTorch difference accepted (default 1e-4)")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     args = parser.parse_args(argv)
-    divisor = get_model_spec(args.model_type).size_divisor
-    if args.size <= 0 or args.size % divisor:
-        parser.error(f"--size {args.size}: {args.model_type} needs a positive multiple of {divisor}")
+    try:
+        check_trace_size(args.model_type, args.size)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.out.suffix != ".onnx":
         parser.error(f"--out {args.out}: name a .onnx file")
     return args

@@ -97,7 +97,7 @@ def with_overrides(recipe: R, assignments: Sequence[str]) -> R:
     (``128``, ``null``, ``[0.5, 1.0]``). ConfigError naming the assignment for an unknown name or a value
     of the wrong kind, before any work."""
     known = {f.name: getattr(recipe, f.name) for f in fields(recipe)}
-    nullable = {f.name for f in fields(recipe) if "None" in str(f.type)}
+    annotations = {f.name: str(f.type) for f in fields(recipe)}
     changes: dict[str, Any] = {}
     for assignment in assignments:
         name, sep, text = assignment.partition("=")
@@ -110,13 +110,13 @@ def with_overrides(recipe: R, assignments: Sequence[str]) -> R:
         default = known[name]
         if isinstance(value, list):
             value = tuple(value)
-        field_type = str(next(f.type for f in fields(recipe) if f.name == name))
-        elements = (str,) if "tuple[str" in field_type else (int, float)
+        nullable = "None" in annotations[name]
         if isinstance(default, tuple):
-            kind_ok = (value is None and name in nullable) or (isinstance(value, tuple) and all(
+            elements = (str,) if "tuple[str" in annotations[name] else (int, float)
+            kind_ok = (value is None and nullable) or (isinstance(value, tuple) and all(
                 isinstance(v, elements) and not isinstance(v, bool) for v in value))
         else:
-            kind_ok = (value is None and name in nullable) or (value is not None and (
+            kind_ok = (value is None and nullable) or (value is not None and (
                 default is None or type(value) is type(default) or (isinstance(default, float) and type(value) is int)))
         if not kind_ok or isinstance(value, bool) != isinstance(default, bool):
             raise ConfigError(f"--set {assignment}: {name} takes a value like {default!r}, "

@@ -151,18 +151,27 @@ def _graph_bytes(model_name: str, graph: Graph, inputs: Mapping[str, torch.Tenso
     return proto.SerializeToString()
 
 
-def run_onnx(graph_bytes: bytes | str | os.PathLike, inputs: Mapping[str, torch.Tensor],
-             threads: int | None = None) -> list[np.ndarray]:
-    """Run an exported graph with onnxruntime on the CPU; ``inputs`` by name (extra names are ignored)."""
+def onnx_session(graph: bytes | str | os.PathLike, threads: int | None = None):
+    """An onnxruntime CPU session of an exported graph (its bytes or its file); ``threads``: intra-op
+    threads (None: onnxruntime's default)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    source = graph_bytes if isinstance(graph_bytes, bytes) else str(graph_bytes)
-    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    feed = {arg.name: inputs[arg.name].numpy() for arg in session.get_inputs()}
-    return session.run(None, feed)
+    source = graph if isinstance(graph, bytes) else str(graph)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_feed(session, inputs: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The session's inputs, by name, from ``inputs`` (extra names are ignored)."""
+    return {arg.name: inputs[arg.name].numpy() for arg in session.get_inputs()}
+
+
+def run_onnx(graph: bytes | str | os.PathLike, inputs: Mapping[str, torch.Tensor]) -> list[np.ndarray]:
+    """Run an exported graph with onnxruntime on the CPU; ``inputs`` by name (extra names are ignored)."""
+    session = onnx_session(graph)
+    return session.run(None, onnx_feed(session, inputs))
 
 
 def max_difference(graph: Graph, graph_bytes: bytes, inputs: Mapping[str, torch.Tensor]) -> float:
@@ -193,6 +202,13 @@ class ExportCheckError(ValueError):
     """The exported graph does not compute what the PyTorch model computes (nothing was written)."""
 
 
+def check_trace_size(model_name: str, size: int) -> None:
+    """ValueError naming ``--size`` unless ``size`` is a positive multiple of the model's size divisor."""
+    divisor = get_model_spec(model_name).size_divisor
+    if size <= 0 or size % divisor:
+        raise ValueError(f"--size {size}: {model_name} needs a positive multiple of {divisor}")
+
+
 def export_onnx(model_name: str, model: nn.Module, out: str | os.PathLike, size: int,
                 check_shapes: tuple[tuple[int, int, int], ...] | None = None, tolerance: float = 1e-4,
                 opset: int = OPSET) -> list[ExportResult]:
@@ -206,11 +222,10 @@ def export_onnx(model_name: str, model: nn.Module, out: str | os.PathLike, size:
     :class:`ExportCheckError`. Files are written atomically and an existing
     file is never replaced (:class:`FileExistsError`).
     """
-    spec = get_model_spec(model_name)
-    if size <= 0 or size % spec.size_divisor:
-        raise ValueError(f"--size {size}: {model_name} needs a positive multiple of {spec.size_divisor}")
+    check_trace_size(model_name, size)
     if check_shapes is None:
-        check_shapes = ((2, size, size), (1, size, size + spec.size_divisor))
+        divisor = get_model_spec(model_name).size_divisor
+        check_shapes = ((2, size, size), (1, size, size + divisor))
     if not check_shapes:
         raise ValueError("check_shapes: give at least one (batch, height, width); an export is always checked")
     graphs = model_graphs(model_name, model.eval())
@@ -218,12 +233,12 @@ def export_onnx(model_name: str, model: nn.Module, out: str | os.PathLike, size:
         if graph_path(out, graph).exists():
             raise FileExistsError(f"{graph_path(out, graph)}: exists; an export never replaces a file")
     results = []
+    trace_inputs = example_inputs(model_name, 1, size, size)
     with fast_path(model, False):
-        exported = [_graph_bytes(model_name, graph, example_inputs(model_name, 1, size, size), opset)
-                    for graph in graphs]
+        exported = [_graph_bytes(model_name, graph, trace_inputs, opset) for graph in graphs]
+    checks = {f"{b}x{h}x{w}": example_inputs(model_name, b, h, w, seed=1) for b, h, w in check_shapes}
     for graph, data in zip(graphs, exported):
-        differences = {f"{b}x{h}x{w}": max_difference(graph, data, example_inputs(model_name, b, h, w, seed=1))
-                       for b, h, w in check_shapes}
+        differences = {shape: max_difference(graph, data, inputs) for shape, inputs in checks.items()}
         for shape, difference in differences.items():
             if not difference <= tolerance:
                 raise ExportCheckError(f"{graph_path(out, graph)}: onnxruntime differs from PyTorch by "
