@@ -1,6 +1,7 @@
 """The iHarmony4 data layer: list parsing, samples, Lab parity, joint augmentation, bad input."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import albumentations as A
@@ -8,12 +9,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import BatchSampler
 
 from iharm.data.color import rgb_to_lab
 from iharm.data.errors import DataError
 from iharm.data.hdataset import ComposeDataset, HDataset, collate_samples, read_list
 from iharm.data.io import read_image, read_mask
-from iharm.data.sampler import SeededSampler
+from iharm.data.sampler import EpochBatches, SeededSampler
 from iharm.data.transforms import HCompose, resize_transform
 from tiny_data import make_dataset, photo, recolor, write_rgb
 
@@ -215,6 +217,21 @@ def test_seeded_sampler_shards_resumes_and_reproduces() -> None:
     assert list(sampler) == epoch1[4:] and len(sampler) == 6
     uneven = [list(SeededSampler(5, shuffle=False, num_replicas=2, rank=r)) for r in (0, 1)]
     assert sorted(i for shard in uneven for i, _ in shard) == list(range(5))
+
+
+def test_epoch_batches_run_across_epochs_exactly_as_one_batch_sampler_per_epoch() -> None:
+    """EpochBatches (the trainer's one loader iterator for a whole run) gives, epoch after epoch, exactly the
+    batches of BatchSampler(drop_last=True) for each epoch, never mixing two; and it starts mid-epoch."""
+    def per_epoch(epoch: int) -> list[list[tuple[int, int]]]:
+        sampler = SeededSampler(10, shuffle=True, seed=3, num_replicas=2, rank=1, drop_last=True)
+        sampler.set_epoch(epoch)
+        return list(BatchSampler(sampler, 2, drop_last=True))  # 5 samples a rank: 2 batches, 1 dropped
+
+    batches = EpochBatches(SeededSampler(10, shuffle=True, seed=3, num_replicas=2, rank=1, drop_last=True), 2)
+    assert batches.batches_per_epoch() == 2
+    assert list(itertools.islice(batches, 6)) == per_epoch(0) + per_epoch(1) + per_epoch(2)
+    resumed = EpochBatches(batches.sampler, 2, epoch=4, skip_batches=1)
+    assert list(itertools.islice(resumed, 3)) == per_epoch(4)[1:] + per_epoch(5)
 
 
 # --- bad input: every case names the file -------------------------------------------------------

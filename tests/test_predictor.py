@@ -175,3 +175,30 @@ def test_issam_without_lab_at_an_odd_size():
                        torch.from_numpy(padded_mask)[None, None])["images"]
     expected = to_0_255(output[:, :, 13:50, 9:54])[0].permute(1, 2, 0).numpy()
     np.testing.assert_allclose(prediction, expected, atol=ATOL_255, rtol=0)
+
+
+class _PrecisionRecorder(torch.nn.Module):
+    """Returns its input and records the TF32 switches it ran under: (cuDNN, matmul)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[bool, bool]] = []
+
+    def forward(self, image, mask, **_):
+        self.seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return {"images": image}
+
+
+@pytest.mark.parametrize("precision, tf32_during_the_call", [("float32", False), ("bf16", True)])
+def test_float32_is_computed_without_tf32_and_the_setting_is_restored(precision, tf32_during_the_call):
+    """cuDNN's default TF32 would make the exact 'float32' mode inexact on Ampere+ GPUs (issue 19, item 8)."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        recorder = _PrecisionRecorder()
+        image = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+        Predictor(recorder, get_model_spec("iSSAM"), precision=precision).predict_batch(image, torch.zeros(1, 1, 32, 32))
+        assert recorder.seen == [(tf32_during_the_call, tf32_during_the_call)]
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

@@ -38,8 +38,9 @@ def _config(tmp_path: Path, extra: str = "") -> Path:
 
 
 def _train(tmp_path: Path, dataset: Path, *extra: str, env: dict[str, str] | None = None,
-           launcher: tuple[str, ...] = (), timeout: int = 300, config: str = "") -> subprocess.CompletedProcess:
-    command = [*(launcher or (sys.executable,)), str(REPO / "train.py"), str(SCRIPT), "--device", "cpu",
+           launcher: tuple[str, ...] = (), timeout: int = 300, config: str = "",
+           script: Path = SCRIPT) -> subprocess.CompletedProcess:
+    command = [*(launcher or (sys.executable,)), str(REPO / "train.py"), str(script), "--device", "cpu",
                "--dataset-path", str(dataset), "--config-path", str(_config(tmp_path, config)), "--workers", "0",
                "--batch-size", "2", "--seed", "1", "--threads", "1", *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
@@ -75,6 +76,8 @@ def test_cli_writes_documented_files_and_learns(tmp_path: Path, dataset: Path) -
     log = next((exp / "logs").glob("train_*.log")).read_text()
     losses = [float(line.split("train loss: ")[1].split(",")[0]) for line in log.splitlines() if "train loss:" in line]
     assert len(losses) == 3 and losses[-1] < losses[0], losses
+    throughput = [line for line in log.splitlines() if "throughput: 8 images in" in line]  # 8 images an epoch
+    assert len(throughput) == 3 and all("model steps alone" in line for line in throughput), throughput
     assert "validation" in log and "fMSE" in log
     # the weights are a bare state dict in the official format, loadable by load_model
     model = load_model("iSSAM", exp / "checkpoints/last_checkpoint.pth")

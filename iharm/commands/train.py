@@ -19,14 +19,12 @@ import importlib.util
 import logging
 import math
 import os
-import random
 import signal
 import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
 import torch
 
 from iharm.engine.distributed import cleanup, init_distributed, launched_by_torchrun, spawn
@@ -34,6 +32,7 @@ from iharm.engine.experiment import init_experiment, remove_unused_experiment
 from iharm.engine.options import DEFAULTS, TrainOptions
 from iharm.engine.recipe import with_overrides
 from iharm.engine.trainer import NonFiniteLossError, TrainingAborted, TrainingInterrupted
+from iharm.engine.training_state import seed_everything
 from iharm.errors import IharmError
 from iharm.utils.config import ConfigError, load_config
 from iharm.utils.log import logger, setup_logging
@@ -54,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="global batch size over all processes (< 1: 16, the official default)")
     official.add_argument("--ngpus", type=int, default=DEFAULTS.ngpus,
                           help="number of GPUs when --gpus is not given (0: CPU)")
-    official.add_argument("--gpus", default=DEFAULTS.gpus, help="GPU ids, e.g. 0,1: one process per GPU")
+    official.add_argument("--gpus", default=DEFAULTS.gpus, help="GPU indices, e.g. 0,1: one process per GPU; they count the GPUs this "
+                               "process sees, so a scheduler's CUDA_VISIBLE_DEVICES is respected, never changed")
     official.add_argument("--resume-exp", default=DEFAULTS.resume_exp,
                           help="continue the experiment whose folder starts with this")
     official.add_argument("--resume-prefix", default=DEFAULTS.resume_prefix,
@@ -132,7 +132,15 @@ def validate_args(args: argparse.Namespace) -> None:
         require(math.isfinite(value) and value >= 0, flag, value, "must be a finite number >= 0")
     require(math.isfinite(args.dist_timeout) and args.dist_timeout > 0, "--dist-timeout", args.dist_timeout,
             "must be a finite number of minutes > 0")
-    if not torch.cuda.is_available():
+    if torch.cuda.is_available():
+        ids, visible = _gpu_ids(args), torch.cuda.device_count()
+        require(all(i.isdigit() for i in ids) and len(set(ids)) == len(ids), "--gpus", args.gpus,
+                "must be distinct GPU indices separated by commas, e.g. 0,1")
+        require(all(int(i) < visible for i in ids), "--gpus" if args.gpus else "--ngpus", args.gpus or args.ngpus,
+                f"this process sees {visible} GPU{'s' if visible != 1 else ''} (indices 0-{visible - 1}"
+                + (f" of CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}"
+                   if "CUDA_VISIBLE_DEVICES" in os.environ else "") + ")")
+    else:
         require(args.device != "cuda", "--device", args.device, "CUDA is not available on this machine")
         require(not args.gpus, "--gpus", args.gpus, "CUDA is not available on this machine; train on the CPU with "
                                                     "--device cpu (--nproc N for N processes)")
@@ -186,7 +194,17 @@ def _device_type(args: argparse.Namespace) -> str:
 
 
 def _gpu_ids(args: argparse.Namespace) -> list[str]:
-    return [g for g in args.gpus.split(",") if g.strip()] if args.gpus else [str(i) for i in range(args.ngpus)]
+    """``--gpus`` (or ``--ngpus``) as torch device indices. They index the GPUs this process sees, so a
+    ``CUDA_VISIBLE_DEVICES`` that a scheduler set is respected (``--gpus=0,1`` under ``4,5`` is GPUs 4 and 5);
+    the variable itself is never changed."""
+    return [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else [str(i) for i in range(args.ngpus)]
+
+
+def _cuda_index(args: argparse.Namespace, local_rank: int) -> int:
+    """The CUDA device of the process with ``local_rank``: its entry of ``--gpus``; under torchrun without
+    ``--gpus``, the local rank."""
+    ids = _gpu_ids(args) if args.gpus else []
+    return int(ids[local_rank]) if ids else local_rank
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -194,14 +212,14 @@ def run_worker(args: argparse.Namespace) -> int:
     device_type = _device_type(args)
     cfg = None
     try:
-        info = init_distributed(device_type, args.dist_timeout)
+        info = init_distributed(device_type, args.dist_timeout,
+                                cuda_index=_cuda_index(args, int(os.environ.get("LOCAL_RANK", 0))))
         if args.threads:
             torch.set_num_threads(args.threads)
         elif device_type == "cpu" and info.world_size > 1:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))))
-        random.seed(args.seed)
-        np.random.seed(args.seed)
-        torch.manual_seed(args.seed)  # the same on every rank: identical initial weights
+        # Each rank its own streams (dropout, noise); DDP gives every rank rank 0's initial weights.
+        seed_everything(args.seed, info.rank)
         if args.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             # CUDA has no deterministic backward for bilinear upsampling (iSSAM, DucoNet) and adaptive
@@ -262,11 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     device_type = _device_type(args)
     world = len(_gpu_ids(args)) if device_type == "cuda" else args.nproc
     if world <= 1:
-        if device_type == "cuda" and args.gpus:
-            os.environ["CUDA_VISIBLE_DEVICES"] = args.gpus
         return run_worker(args)
-    if device_type == "cuda":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(_gpu_ids(args))
+    if device_type == "cuda" and not args.gpus:  # --ngpus N: the first N visible GPUs
+        args.gpus = ",".join(_gpu_ids(args))
     try:
         spawn(world, _spawned, args)
     except torch.multiprocessing.ProcessExitedException as exc:

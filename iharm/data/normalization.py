@@ -8,8 +8,18 @@ the official predictor's ``image / 255`` followed by in-place ``(x - mean) / std
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
+
+
+@lru_cache(maxsize=64)
+def _constants(values: tuple[float, ...], dtype: torch.dtype, device: torch.device, dim: int) -> torch.Tensor:
+    """``values`` as a broadcastable per-channel tensor, made once per device, dtype and rank (on a GPU a new
+    one every call would be a host-to-device copy in every step). Made outside inference mode, so that a
+    tensor first made under it can still take part in a training graph; never modified in place."""
+    with torch.inference_mode(False):
+        return torch.tensor(values, dtype=dtype, device=device).view((1, 3, 1, 1) if dim == 4 else (3, 1, 1))
 
 
 @dataclass(frozen=True)
@@ -21,10 +31,8 @@ class Normalization:
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = like.dtype if like.is_floating_point() else torch.float32
-        shape = (1, 3, 1, 1) if like.dim() == 4 else (3, 1, 1)
-        mean = torch.tensor(self.mean, dtype=dtype, device=like.device).view(shape)
-        std = torch.tensor(self.std, dtype=dtype, device=like.device).view(shape)
-        return mean, std
+        dim = 4 if like.dim() == 4 else 3
+        return _constants(self.mean, dtype, like.device, dim), _constants(self.std, dtype, like.device, dim)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (or float in [0, 255]) NCHW / CHW -> normalised float32."""

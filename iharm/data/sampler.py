@@ -60,3 +60,36 @@ class SeededSampler(Sampler[tuple[int, int]]):
 
     def __len__(self) -> int:
         return max(0, len(self._indices()) - self._skip)
+
+
+class EpochBatches(Sampler[list[tuple[int, int]]]):
+    """The batches of ``sampler``'s epochs one after another, from epoch ``epoch`` (after ``skip_batches`` of
+    its batches) on, without end: one DataLoader iterator then runs across epoch boundaries, so its workers
+    prefetch the next epoch's first batches while the last ones of this epoch train, instead of starting
+    again from an empty queue at every epoch (a stall of one batch's loading per epoch).
+
+    Every epoch's batches are exactly those of ``BatchSampler(sampler, batch_size, drop_last=True)`` for
+    that epoch; batches never mix two epochs. :meth:`batches_per_epoch` says how many there are.
+    """
+
+    def __init__(self, sampler: SeededSampler, batch_size: int, epoch: int = 0, skip_batches: int = 0) -> None:
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.epoch = epoch
+        self.skip_batches = skip_batches
+
+    def batches_per_epoch(self) -> int:
+        return len(self.sampler._indices()) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch, skip = self.epoch, self.skip_batches
+        while True:
+            self.sampler.set_epoch(epoch)
+            self.sampler.skip(skip * self.batch_size)
+            batch: list[tuple[int, int]] = []
+            for item in self.sampler:
+                batch.append(item)
+                if len(batch) == self.batch_size:
+                    yield batch
+                    batch = []
+            epoch, skip = epoch + 1, 0

@@ -44,16 +44,19 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
 
 
-def init_distributed(device_type: str, timeout_minutes: float = 10.0) -> DistInfo:
-    """Join the process group described by the environment (no-op for one process)."""
+def init_distributed(device_type: str, timeout_minutes: float = 10.0, cuda_index: int | None = None) -> DistInfo:
+    """Join the process group described by the environment (no-op for one process).
+
+    On CUDA the process uses device ``cuda_index`` (default: its local rank), selected with
+    ``torch.cuda.set_device``; ``CUDA_VISIBLE_DEVICES`` is left as the launcher or scheduler set it."""
     if device_type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was requested but no CUDA device is available; use --device cpu")
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if device_type == "cuda":
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", local_rank if cuda_index is None else cuda_index)
+        torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
@@ -80,6 +83,40 @@ def broadcast_object(obj: Any) -> Any:
     holder = [obj]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` for one process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers on every rank, in place. DDP broadcasts the parameters at construction but, with
+    ``broadcast_buffers=False``, not the buffers; a buffer the initialisation draws at random (DucoNet's and
+    iSSAM's official init turns the attention's blur kernel into noise) would otherwise differ per rank."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def average_buffers(module: torch.nn.Module) -> None:
+    """Replace every floating-point buffer (BatchNorm running statistics) by its mean over the ranks, in place.
+
+    DDP runs with ``broadcast_buffers=False``, so each rank's running statistics follow its own data;
+    averaging them before validating and saving makes every rank validate exactly the weights that are
+    saved. (Training forwards use batch statistics, so this changes no training step.)"""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    world = dist.get_world_size()
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer.div_(world)
 
 
 def any_rank(flags: torch.Tensor) -> torch.Tensor:

@@ -21,11 +21,12 @@ events, skipped samples); ``vis/train/NNNNNN_reconstruction.jpg``.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -35,16 +36,18 @@ import torch
 from easydict import EasyDict
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import BatchSampler, DataLoader
+from torch.utils.data import BatchSampler, DataLoader, Sampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from iharm.data.hdataset import BaseHDataset, collate_samples
-from iharm.data.sampler import SeededSampler
-from iharm.engine.distributed import DistInfo, any_rank
+from iharm.data.sampler import EpochBatches, SeededSampler
+from iharm.engine.clock import TrainingClock
+from iharm.engine.distributed import DistInfo, any_rank, average_buffers, broadcast_buffers, gather_objects
 from iharm.engine.options import TrainOptions
-from iharm.engine.training_state import (STATE_FILE, Position, load_training_state, restore_rng,
-                                         save_training_state, trained_seconds)
+from iharm.engine.throughput import EpochThroughput
+from iharm.engine.training_state import (STATE_FILE, Position, capture_rng, load_training_state, rank_rng,
+                                         restore_rng, save_training_state, seed_everything, trained_seconds)
 from iharm.engine.visualize import harmonization_strip, save_strip
 from iharm.model.checkpoints import clean_state_dict, load_state_dict_file, load_weights, save_atomic
 from iharm.model.registry import ModelSpec
@@ -56,6 +59,8 @@ from iharm.utils.metrics import MetricsAccumulator, MetricVariant, format_table,
 
 LAST_CHECKPOINT = "last_checkpoint.pth"
 BEST_CHECKPOINT = "best_checkpoint.pth"
+#: The progress bar shows the loss every this many steps (reading it waits for a GPU to finish the step).
+PROGRESS_EVERY = 10
 
 
 class NonFiniteLossError(RuntimeError):
@@ -129,7 +134,7 @@ class SimpleHTrainer:
         self.scheduler_interval = scheduler_interval
         self.snapshot_minutes = float(snapshot_minutes)
         self._snapshots_written = 0
-        self._trained_before = 0.0  # training seconds of the run this one resumes
+        self.clock = TrainingClock(self.dist.distributed, self.dist.is_main)
         self.metric_variant = metric_variant
         self.checkpoints = Path(cfg.CHECKPOINTS_PATH)
         self.best = self._read_best()
@@ -140,12 +145,13 @@ class SimpleHTrainer:
             raise ConfigError("--amp fp16 needs a CUDA device (it relies on a GradScaler); use --amp bf16 on the CPU")
 
         model = model.to(self.device, memory_format=self.memory_format)
-        self.optimizer = self._make_optimizer(model, optimizer, dict(optimizer_params or {}))
-        self.scheduler = lr_scheduler(self.optimizer) if lr_scheduler is not None else None
+        self.optimizer = self._make_optimizer(model, optimizer, dict(optimizer_params or {}), self.device)
+        self.scheduler = self._make_scheduler(lr_scheduler) if lr_scheduler is not None else None
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
         self.position = Position(epoch=self.options.start_epoch)
         self._load_initial_state(model)
         if self.dist.distributed:
+            broadcast_buffers(model)  # every rank starts from rank 0's model, its buffers too
             if self.options.sync_bn and self.device.type == "cuda":
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             # static_graph tolerates parameters that never get a gradient (DucoNet's
@@ -159,21 +165,26 @@ class SimpleHTrainer:
         self.batch_per_rank = cfg.batch_size // self.dist.world_size
         self.train_sampler = SeededSampler(len(trainset), shuffle=True, seed=self.options.seed,
                                            num_replicas=self.dist.world_size, rank=self.dist.rank, drop_last=True)
-        self.train_loader = self._loader(trainset, BatchSampler(self.train_sampler, self.batch_per_rank, drop_last=True))
+        # One loader iterator for the whole run, across epochs (EpochBatches): no stall at epoch starts.
+        batches = EpochBatches(self.train_sampler, self.batch_per_rank, self.position.epoch, self.position.step)
+        self.steps_per_epoch = batches.batches_per_epoch()
+        self.train_loader = self._loader(trainset, batches)
+        self._train_batches: Iterator[dict[str, Any]] | None = None
         self.val_loader = None
         if valset is not None and len(valset):
             val_sampler = SeededSampler(len(valset), shuffle=False, num_replicas=self.dist.world_size,
                                         rank=self.dist.rank)
             batch = max(1, int(cfg.get("val_batch_size", cfg.batch_size)) // self.dist.world_size)
             self.val_loader = self._loader(valset, BatchSampler(val_sampler, batch, drop_last=False))
-        if len(self.train_loader) == 0:
+        if self.steps_per_epoch == 0:
             raise ConfigError(f"the training set ({len(trainset)} samples) is smaller than one batch of "
                              f"{cfg.batch_size}; lower --batch-size")
 
         self.writer = SummaryWriter(log_dir=cfg.LOGS_PATH, flush_secs=10) if self.dist.is_main else None
         self._stop_signal: int | None = None
-        self._started = time.monotonic() - self._trained_before  # the training clock, across resumes
-        self._last_state_save = time.monotonic()
+        self.throughput = EpochThroughput()
+        self.clock.start()
+        self._last_state_save = self.clock()
         self.skipped: list[str] = []
         logger.info("model %s: %d parameters", type(unwrap(model)).__name__,
                     sum(p.numel() for p in unwrap(model).parameters()))
@@ -181,8 +192,10 @@ class SimpleHTrainer:
     # --- set-up -----------------------------------------------------------------------------------
 
     @staticmethod
-    def _make_optimizer(model: nn.Module, name: str, params: dict[str, Any]) -> torch.optim.Optimizer:
-        """One parameter group, plus one per distinct ``lr_mult`` (the official code made one per tensor)."""
+    def _make_optimizer(model: nn.Module, name: str, params: dict[str, Any],
+                        device: torch.device) -> torch.optim.Optimizer:
+        """One parameter group, plus one per distinct ``lr_mult`` (the official code made one per tensor).
+        On CUDA the fused kernel (one launch for all parameters); on the CPU PyTorch's default."""
         base_lr = params["lr"]
         groups: dict[float, list[nn.Parameter]] = {}
         for parameter in model.parameters():
@@ -192,9 +205,18 @@ class SimpleHTrainer:
         optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
         if name.lower() not in optimizers:
             raise ValueError(f"unknown optimizer '{name}' (choose from {', '.join(optimizers)})")
+        if device.type == "cuda":
+            params = {"fused": True, **params}
         return optimizers[name.lower()](param_groups, **params)
 
-    def _loader(self, dataset: BaseHDataset, batch_sampler: BatchSampler) -> DataLoader:
+    def _make_scheduler(self, factory: Callable[..., Any]) -> Any:
+        """``factory(optimizer)``; a factory that takes a ``clock`` (``WarmupCosineLR`` in seconds) also gets
+        the training clock, so that every rank computes the same learning rate at the same step."""
+        if "clock" in inspect.signature(factory).parameters:
+            return factory(self.optimizer, clock=self.clock)
+        return factory(self.optimizer)
+
+    def _loader(self, dataset: BaseHDataset, batch_sampler: Sampler[list[Any]]) -> DataLoader:
         workers = self.options.workers
         if workers > 0:
             # OpenCV's thread pool does not survive a fork: a worker forked while the pool runs hangs in
@@ -219,13 +241,13 @@ class SimpleHTrainer:
             state = load_training_state(state_path)
             load_weights(model, clean_state_dict(state["model"], str(state_path)), str(state_path))
             self.optimizer.load_state_dict(state["optimizer"])
+            self._resume_clock(state)  # before the scheduler, which may read the clock
             if self.scheduler is not None and state["scheduler"] is not None:
                 self.scheduler.load_state_dict(state["scheduler"])
             if self.scaler is not None and state["scaler"] is not None:
                 self.scaler.load_state_dict(state["scaler"])
-            restore_rng(state["rng"])
+            self._restore_rng(state, state_path)
             self.position = Position(state["epoch"], state["step"], state["global_step"])
-            self._resume_clock(state)
             logger.info("resumed exactly from %s: epoch %d, step %d (global step %d)", state_path,
                         self.position.epoch, self.position.step, self.position.global_step)
             return
@@ -241,6 +263,19 @@ class SimpleHTrainer:
         logger.info("resumed weights from %s, starting at epoch %d (optimizer state is fresh)", matches[0],
                     self.position.epoch)
 
+    def _restore_rng(self, state: dict[str, Any], path: Path) -> None:
+        """This rank's own RNG states; a state saved by another number of processes cannot resume them
+        exactly, which is said, and each rank restarts from its seed."""
+        rng = rank_rng(state, self.dist.rank, self.dist.world_size)
+        if rng is not None:
+            restore_rng(rng, self.device)
+            return
+        saved = len(state.get("rng_per_rank") or [state["rng"]])
+        logger.warning("%s was saved by %d process%s and this run has %d: the random streams restart from the "
+                       "seed (--seed %d) on every rank, so this resume is not bitwise exact", path, saved,
+                       "es" if saved != 1 else "", self.dist.world_size, self.options.seed)
+        seed_everything(self.options.seed, self.dist.rank)
+
     # --- the loop ---------------------------------------------------------------------------------
 
     def run(self, num_epochs: int) -> None:
@@ -250,15 +285,20 @@ class SimpleHTrainer:
         try:
             while self.position.epoch < num_epochs:
                 epoch = self.position.epoch
+                self.throughput = EpochThroughput()
                 finished = self.training(epoch)
                 if not finished:
                     return
                 val_every = self.options.val_every
                 if self.val_loader is not None and ((epoch + 1) % val_every == 0 or epoch + 1 == num_epochs):
+                    started = time.monotonic()
                     self._keep_best(self.validation(epoch), epoch)
+                    self.throughput.validation = time.monotonic() - started
                 self.position = Position(epoch + 1, 0, self.position.global_step)
                 self._save_state()
+                logger.info(self.throughput.line(epoch))
         finally:
+            self._train_batches = None  # ends the loader's workers
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if self.writer is not None:
@@ -284,7 +324,7 @@ class SimpleHTrainer:
         if max_steps and self.position.global_step >= max_steps:
             return f"--max-steps {max_steps} reached"
         minutes = self.options.max_train_minutes
-        if minutes and time.monotonic() - self._started >= 60 * minutes:
+        if minutes and self.clock() >= 60 * minutes:
             return f"--max-train-minutes {minutes:g} reached"
         return None
 
@@ -292,24 +332,32 @@ class SimpleHTrainer:
         """One epoch (or its rest, after a resume). False when training stopped early."""
         model = self.model
         model.train()
-        self.train_sampler.set_epoch(epoch)
-        self.train_sampler.skip(self.position.step * self.batch_per_rank)
-        steps = len(self.train_loader) + self.position.step
-        losses: dict[str, float] = {}
+        if self._train_batches is None:  # the run's first epoch (the loader starts at self.position)
+            self._train_batches = iter(self.train_loader)
+        steps = self.steps_per_epoch
+        losses: dict[str, torch.Tensor] = {}  # sums on the device, read once at the epoch's end
         train_metrics = MetricsAccumulator()
         progress = tqdm(total=steps, initial=self.position.step, desc=f"epoch {epoch}", leave=False,
                         disable=not self.dist.is_main, dynamic_ncols=True)
         tick, images_seen = time.monotonic(), 0
-        for batch in self.train_loader:
+        waiting = time.monotonic()
+        for _ in range(steps - self.position.step):
+            batch = next(self._train_batches)
+            arrived = time.monotonic()
+            self.throughput.batch_arrived(arrived - waiting)
             self.skipped.extend(batch.get("skipped", []))
             empty = "images" not in batch
             stop = self._stop_signal is not None or self._limit_reached() is not None
-            flags = any_rank(torch.tensor([float(stop), float(empty)], device=self.device))
+            # one all-reduce: stop / empty on any rank, and rank 0's clock (engine/clock.py)
+            flags = any_rank(torch.tensor([float(stop), float(empty), self.clock.reading()], dtype=torch.float64,
+                                          device=self.device))
+            self.clock.agree(float(flags[2]))
             if flags[0]:
                 progress.close()
                 self._stop()
                 return False
             if flags[1]:
+                waiting = time.monotonic()
                 continue  # a batch made only of skipped samples on some rank: every rank skips it
             prepared = self.spec.prepare_batch(batch, self.device, self.memory_format)
             with self._autocast():
@@ -328,18 +376,25 @@ class SimpleHTrainer:
                 self.scheduler.step()
             with torch.no_grad():
                 prediction = self.spec.to_pixels(output["images"])
-                train_metrics.update(image_metrics(prediction, batch["target_images"].to(self.device).float(),
-                                                   prepared["masks"], self.metric_variant, with_ssim=False))
+                target = batch["target_images"].to(self.device, non_blocking=True).float()
+                train_metrics.update(image_metrics(prediction, target, prepared["masks"], self.metric_variant,
+                                                   with_ssim=False, dtype=torch.float32))
             for name, value in parts.items():
-                losses[name] = losses.get(name, 0.0) + float(value)
+                losses[name] = losses[name] + value if name in losses else value
+            stepped = time.monotonic()
             self._after_step(epoch, batch, prediction, parts, total)
+            self.throughput.stepped(batch["images"].shape[0] * self.dist.world_size, stepped - arrived,
+                                    time.monotonic() - stepped)
             images_seen += batch["images"].shape[0] * self.dist.world_size
             elapsed = time.monotonic() - tick
-            progress.set_postfix(loss=f"{float(parts['overall']):.4f}", img_s=f"{images_seen / max(elapsed, 1e-9):.1f}")
+            if self.position.step % PROGRESS_EVERY == 1:  # reading the loss waits for a GPU
+                progress.set_postfix(loss=f"{float(parts['overall']):.4f}",
+                                     img_s=f"{images_seen / max(elapsed, 1e-9):.1f}")
             progress.update(1)
             if self.writer is not None and self.position.global_step % 25 == 0:
                 self.writer.add_scalar("TrainStates/images_per_second", images_seen / max(elapsed, 1e-9),
                                        self.position.global_step)
+            waiting = time.monotonic()
         progress.close()
         self._end_of_epoch(epoch, losses, train_metrics)
         return True
@@ -397,13 +452,15 @@ class SimpleHTrainer:
         every_steps = self.options.state_every
         every_minutes = self.options.state_every_minutes
         if (every_steps and self.position.step % every_steps == 0) or \
-                (every_minutes and time.monotonic() - self._last_state_save >= 60 * every_minutes):
+                (every_minutes and self.clock() - self._last_state_save >= 60 * every_minutes):
             self._save_state()
 
-    def _end_of_epoch(self, epoch: int, losses: Mapping[str, float], metrics: MetricsAccumulator) -> None:
+    def _end_of_epoch(self, epoch: int, loss_sums: Mapping[str, torch.Tensor], metrics: MetricsAccumulator) -> None:
         steps = max(1, self.position.step)
+        losses = {name: float(value) for name, value in loss_sums.items()}
         metrics.all_reduce()
         summary = metrics.summary()
+        average_buffers(self.model)
         logger.info("Epoch %d, train loss: %.6f, train %s", epoch, losses.get("overall", math.nan) / steps,
                     ", ".join(f"{k} {summary[k]:.2f}" for k in ("MSE", "fMSE", "PSNR") if k in summary))
         if self.writer is not None:
@@ -437,6 +494,7 @@ class SimpleHTrainer:
     def validation(self, epoch: int) -> dict[str, float]:
         """Loss and the evaluation metrics on the validation set, reduced over ranks."""
         model = unwrap(self.model)
+        average_buffers(model)  # every rank validates the weights that are saved
         model.eval()
         metrics = MetricsAccumulator()
         loss_sum, batches = 0.0, 0
@@ -449,6 +507,8 @@ class SimpleHTrainer:
             with self._autocast():
                 output = model(**self.spec.forward_kwargs(prepared))
             prediction = self.spec.to_pixels(output["images"])
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # the kernels' time, not their launch
             seconds = time.perf_counter() - start
             total, _ = self._loss(output, prepared, only_available=True)
             loss_sum, batches = loss_sum + float(total), batches + 1
@@ -500,7 +560,7 @@ class SimpleHTrainer:
         """Count the training time of the interrupted run: ``--max-train-minutes`` and the time snapshots
         go on from where it stopped."""
         seconds = trained_seconds(state)
-        self._trained_before = seconds
+        self.clock.resume(seconds)
         if self.snapshot_minutes:
             self._snapshots_written = int(seconds // (60 * self.snapshot_minutes))
 
@@ -512,24 +572,28 @@ class SimpleHTrainer:
         """
         if not self.snapshot_minutes:
             return
-        due = int((time.monotonic() - self._started) // (60 * self.snapshot_minutes))
+        due = int(self.clock() // (60 * self.snapshot_minutes))
         if due > self._snapshots_written:
             self._snapshots_written = due
+            average_buffers(self.model)
             if self.dist.is_main:
                 minutes = due * self.snapshot_minutes
                 self._write(self._weights(), self.checkpoints / f"t{minutes:03g}min.pth")
 
     def _save_state(self) -> None:
+        """Write the training state (every rank takes part: it holds every rank's RNG states)."""
+        average_buffers(self.model)
+        rng_per_rank = gather_objects(capture_rng(self.device))
         if self.dist.is_main:
             try:
                 save_training_state(self.checkpoints / STATE_FILE, model_state=self._weights(),
                                     optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
-                                    position=self.position, seed=self.options.seed,
-                                    train_seconds=time.monotonic() - self._started)
+                                    position=self.position, seed=self.options.seed, rng_per_rank=rng_per_rank,
+                                    train_seconds=self.clock())
             except OSError as exc:
                 raise OSError(f"could not write {self.checkpoints / STATE_FILE} ({exc.strerror or exc}); the "
                               "previous training state is intact") from exc
-        self._last_state_save = time.monotonic()
+        self._last_state_save = self.clock()
 
     def _stop(self) -> None:
         """Save weights and a resumable state, then end the run (signal: raise)."""
@@ -537,6 +601,7 @@ class SimpleHTrainer:
         if self.dist.is_main:
             self._write(self._weights(), self.checkpoints / LAST_CHECKPOINT)
         self._report_skipped(self.position.epoch)
+        logger.info("%s (stopped at step %d)", self.throughput.line(self.position.epoch), self.position.step)
         resume = f"resume with: --resume-exp {Path(self.cfg.EXP_PATH).name}"
         if self._stop_signal is not None:
             name = signal.Signals(self._stop_signal).name

@@ -33,6 +33,7 @@ and the API alike.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from torch import nn
 
 from iharm.inference.utils import load_model
 from iharm.model.registry import ModelSpec, get_model_spec
+from iharm.utils.device import full_float32
 
 #: OpenCV 8-bit Lab of black RGB (0, 0, 0): the Lab value of the padded border.
 LAB_OF_BLACK = (0, 128, 128)
@@ -68,7 +70,8 @@ class Predictor:
     ``channels_last`` (default: on the CPU only, where it was measured to pay)
     moves the model's parameters to that memory format, in place like the
     move to ``device``. ``precision`` is one of :data:`PRECISIONS`: 'float32'
-    (exact), 'bf16' (bfloat16 autocast) or 'fp16' (float16 autocast, CUDA only).
+    (exact: also on GPUs, where TF32 is switched off for the call), 'bf16'
+    (bfloat16 autocast) or 'fp16' (float16 autocast, CUDA only).
     """
 
     def __init__(self, model: nn.Module, spec: ModelSpec, device: str | torch.device = "cpu",
@@ -149,7 +152,8 @@ class Predictor:
             batch = {key: torch.cat((x, x.flip(-1))) for key, x in batch.items()}
 
         autocast_dtype = PRECISIONS[self.precision]
-        with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        exact = full_float32() if autocast_dtype is None else nullcontext()  # no TF32 in 'float32'
+        with exact, torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             output = self.model(**self.spec.forward_kwargs(batch))["images"].float()
         if self.with_flip:
             output = 0.5 * (output[:n] + output[n:].flip(-1))

@@ -1,6 +1,9 @@
 """Device names as users give them, and the one default: the first GPU when CUDA is available, else the CPU."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 
@@ -28,3 +31,18 @@ def gpu_flag_device(gpu: str) -> torch.device:
     if not gpu.isdigit():
         raise ValueError(f"--gpu {gpu}: expected a GPU index (0, 1, ...) or 'cpu'")
     return resolve_device(f"cuda:{gpu}", "--gpu")
+
+
+@contextmanager
+def full_float32() -> Iterator[None]:
+    """Float32 matrix products and convolutions in full precision for the duration: TensorFloat-32 off.
+
+    cuDNN computes float32 convolutions in TF32 by default on Ampere and later GPUs (10 mantissa bits), so
+    without this an "exact" float32 evaluation would not be exact there. Restores the previous settings;
+    changes nothing on the CPU, which has no TF32."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

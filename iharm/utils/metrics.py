@@ -113,19 +113,22 @@ def fg_bucket(ratio: float) -> str:
 
 @torch.no_grad()
 def image_metrics(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                  variant: MetricVariant = MetricVariant(), with_ssim: bool = True) -> dict[str, torch.Tensor]:
-    """Per-image metrics of a batch, as float64 tensors of shape (B,).
+                  variant: MetricVariant = MetricVariant(), with_ssim: bool = True,
+                  dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
+    """Per-image metrics of a batch, as ``dtype`` tensors of shape (B,).
 
     ``pred`` and ``target`` are (B, 3, H, W) on the 0..255 scale (the prediction
     clamped, not rounded, as the official evaluation), ``mask`` is (B, 1, H, W).
+    Evaluation computes in float64 (the published tables); the training log may
+    use float32, which GPUs run many times faster.
     """
     if pred.shape != target.shape or pred.dim() != 4 or mask.shape[-2:] != pred.shape[-2:]:
         raise ValueError(f"image_metrics: shapes pred {tuple(pred.shape)}, target {tuple(target.shape)}, "
                          f"mask {tuple(mask.shape)} do not match (expected B3HW, B3HW, B1HW)")
-    pred, target, mask = pred.double(), target.double(), mask.double()
+    pred, target, mask = pred.to(dtype), target.to(dtype), mask.to(dtype)
     squared = (pred - target) ** 2
     mse = squared.mean(dim=(1, 2, 3))
-    weight = (mask > 0.5).double() if variant.fmse_mask == "binary" else mask
+    weight = (mask > 0.5).to(dtype) if variant.fmse_mask == "binary" else mask
     fmse = (weight * squared).sum(dim=(1, 2, 3)) / (squared.shape[1] * weight.sum(dim=(1, 2, 3)) + 1e-6)
     if variant.psnr_peak == "gt_max":
         peak_squared = target.flatten(1).max(dim=1).values ** 2
@@ -143,11 +146,14 @@ def image_metrics(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
 
 
 class MetricsAccumulator:
-    """Sums of per-image metrics; means on demand; mergeable across datasets and ranks."""
+    """Sums of per-image metrics; means on demand; mergeable across datasets and ranks.
+
+    The sums stay float64 tensors on the metrics' device until a summary or an
+    all-reduce reads them, so that accumulating costs no host-device sync."""
 
     def __init__(self) -> None:
         self.count = 0
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, float | torch.Tensor] = {}
         self.time_sum = 0.0
 
     def update(self, metrics: Mapping[str, torch.Tensor], seconds: float = 0.0) -> None:
@@ -157,7 +163,7 @@ class MetricsAccumulator:
             raise ValueError(f"per-image metric tensors differ in length: {sizes}")
         self.count += sizes.pop()
         for name, values in metrics.items():
-            self.sums[name] = self.sums.get(name, 0.0) + float(values.double().sum())
+            self.sums[name] = self.sums.get(name, 0.0) + values.detach().double().sum()
         self.time_sum += seconds
 
     def merge(self, other: MetricsAccumulator) -> None:
@@ -171,9 +177,10 @@ class MetricsAccumulator:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return
         names = sorted(self.sums)
-        values = torch.tensor([self.count, self.time_sum, *(self.sums[n] for n in names)], dtype=torch.float64)
-        if torch.distributed.get_backend() == "nccl":
-            values = values.cuda()
+        device = torch.device("cuda", torch.cuda.current_device()) \
+            if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+        values = torch.stack([torch.as_tensor(v, dtype=torch.float64).to(device)
+                              for v in (self.count, self.time_sum, *(self.sums[n] for n in names))])
         torch.distributed.all_reduce(values)
         values = values.cpu().tolist()
         self.count, self.time_sum = int(round(values[0])), values[1]
@@ -183,7 +190,7 @@ class MetricsAccumulator:
         """``{'N': count, <metric>: mean, 'AvgTime': ms per image}``; NaN means when empty."""
         out: dict[str, float] = {"N": float(self.count)}
         for name, value in self.sums.items():
-            out[name] = value / self.count if self.count else math.nan
+            out[name] = float(value) / self.count if self.count else math.nan
         out["AvgTime"] = 1000.0 * self.time_sum / self.count if self.count else math.nan
         return out
 

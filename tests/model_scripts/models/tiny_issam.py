@@ -9,6 +9,8 @@ Environment variables (read only by this test script):
   IHARM_TEST_DUMP_DIR    after training, save this rank's weights as rank<r>.pth there
   IHARM_TEST_STEP_SLEEP  sleep this many seconds in every training step (signals arriving mid-step)
   IHARM_TEST_LIVE_SIZE   train on on-the-fly HSynth at this size (PHOTOS_PATH; --dataset-path: its test split)
+  IHARM_TEST_NOISE       1: add torch.randn noise to the prediction in every training loss (the global RNG
+                         shapes training, as dropout would: a resume must restore each rank's own stream)
 """
 import os
 import signal
@@ -32,9 +34,11 @@ class InstrumentedLoss(MaskWeightedMSE):
         self.calls = 0
 
     def forward(self, pred, label, mask):
-        value = super().forward(pred, label, mask)
         if not torch.is_grad_enabled():
-            return value
+            return super().forward(pred, label, mask)
+        if os.environ.get("IHARM_TEST_NOISE") == "1":
+            pred = pred + 0.05 * torch.randn_like(pred)
+        value = super().forward(pred, label, mask)
         self.calls += 1
         if self.calls == int(os.environ.get("IHARM_TEST_KILL_AT", 0)):
             os.kill(os.getpid(), signal.SIGKILL)

@@ -1,6 +1,13 @@
 """A tiny iSSAM (4 channels, 32 px crops) trained through ``train_for_time``, the time-bounded recipe
-of models/hsynth/*.py, for engine tests. Snapshots every IHARM_TEST_SNAPSHOT_MINUTES (default 0.005)."""
+of models/hsynth/*.py, for engine tests. Snapshots every IHARM_TEST_SNAPSHOT_MINUTES (default 0.005).
+
+IHARM_TEST_CLOCK_SKEW=R:F makes the monotonic clock of rank R run F times as fast (ranks whose clocks
+disagree); IHARM_TEST_DUMP_DIR: after training, save this rank's weights as rank<r>.pth there.
+"""
 import os
+import time
+
+import torch
 
 from easydict import EasyDict as edict
 
@@ -15,9 +22,17 @@ RECIPE = TimeRecipe(live_size=None, work_size=32, crop_scale=(0.08, 1.0), gate_l
 
 
 def main(cfg):
+    if os.environ.get("IHARM_TEST_CLOCK_SKEW"):
+        rank, factor = os.environ["IHARM_TEST_CLOCK_SKEW"].split(":")
+        if int(rank) == cfg.dist.rank:
+            real = time.monotonic
+            time.monotonic = lambda: float(factor) * real()
     recipe = recipe_of(cfg, RECIPE)
     model_cfg = edict(crop_size=(32, 32), spec=get_model_spec("iSSAM"))
     model = model_cfg.spec.build(ch=4)
     init_issam_weights(model)
     start_at_composite(model, recipe.gate_logit)
-    train_for_time(model, cfg, model_cfg, recipe, loss_cfg=edict(pixel_loss=MaskWeightedMSE(min_area=10)))
+    trainer = train_for_time(model, cfg, model_cfg, recipe, loss_cfg=edict(pixel_loss=MaskWeightedMSE(min_area=10)))
+    if os.environ.get("IHARM_TEST_DUMP_DIR"):
+        module = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+        torch.save(module.state_dict(), os.path.join(os.environ["IHARM_TEST_DUMP_DIR"], f"rank{cfg.dist.rank}.pth"))
