@@ -43,7 +43,7 @@ def test_every_variant_is_timed_and_compared_with_the_plain_path(tiny_run):
     infer, train = tiny_run["cases"]
     assert (infer["task"], infer["size"], infer["batch"]) == ("infer", 64, 2)
     names = [entry["variant"] for entry in infer["variants"]]
-    assert names[:3] == ["plain", "fast", "fast+bf16"]
+    assert names[:4] == ["plain", "fast", "load_model call", "fast+bf16"]
     assert {"plain+fold_batchnorm", "plain+crop_to_mask", "plain+channels_last", "plain+batched"} <= set(names)
     assert "plain+pack_styles" not in names  # iSSAM has no control modules
     for record in (infer, train):
@@ -59,6 +59,10 @@ def test_every_variant_is_timed_and_compared_with_the_plain_path(tiny_run):
             assert entry["macs_g"] > 0
     plain = infer["variants"][0]
     assert plain["speedup"] == 1.0 and plain["per_image"] and not plain["channels_last"]
+    # the official call: the model as load_model makes it, called one image at a time with contiguous tensors
+    official = next(e for e in infer["variants"] if e["variant"] == "load_model call")
+    assert official["as_loaded"] and official["per_image"] and not official["channels_last"]
+    assert all(official["fast_path"].values())
     assert not any(plain["fast_path"].values())
     # Exact variants lie within K + 1 times the plain path's own float32 rounding (float_bounds.py), which
     # the benchmark measures against a float64 run; bf16 is not exact: only its output and loss are bounded.
@@ -122,7 +126,7 @@ def test_command_line_writes_json_and_table(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stderr
     result = json.loads(output.read_text())
-    assert [e["variant"] for e in result["cases"][0]["variants"]] == ["plain", "fast"]
+    assert [e["variant"] for e in result["cases"][0]["variants"]] == ["plain", "fast", "load_model call"]
     assert "infer 32px batch 1" in done.stdout and str(output) in done.stdout
     bad = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--model", "iSSAM",
                           "--cases", "infer:32"], capture_output=True, text=True, check=False)

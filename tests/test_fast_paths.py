@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iharm.inference.predictor import Predictor
+from iharm.inference.utils import load_model
 from iharm.model import fast_path as fast_path_module
 from iharm.model.duconet import DucoNet_model
 from iharm.model.fast_path import (DEFAULT_FAST_PATH, FastPath, FastPathModule, fast_path, fast_path_options,
@@ -243,7 +244,28 @@ def test_issam_fast_path_equals_plain(official, small_inputs):
         output = issam.eval()(image, mask)["images"]
     assert_matches_plain_path("iSSAM", output, issam, image, mask)
     assert fast_path_options(issam) == ("fold_batchnorm", "fuse_activation", "share_intermediates", "crop_to_mask",
-                                        "lean_memory")
+                                        "lean_memory", "channels_last")
+
+
+def test_the_official_call_of_a_loaded_model_is_the_fast_path(official, small_inputs, tmp_path):
+    """load_model then model(image, mask, image_lab) with ordinary tensors, as the official code is called:
+    the parameters come in channels_last on the CPU, the inputs are converted inside, the output comes back
+    contiguous and equals the plain path within its float32 rounding (issue 14, item 1)."""
+    image, mask, lab, _ = small_inputs
+    path = tmp_path / "duconet.pth"
+    torch.save(official.state_dict(), path)
+    loaded = load_model("DucoNet", path)
+    kernels = [p for p in loaded.parameters() if p.dim() == 4 and p.shape[-1] > 1 and p.shape[1] > 1]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                           for p in kernels)
+    seen = []
+    hook = loaded.decoder.to_rgb.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    with torch.no_grad():
+        output = loaded(image, mask, image_lab=lab)["images"]
+    hook.remove()
+    assert seen[0].is_contiguous(memory_format=torch.channels_last), "the network ran NHWC"
+    assert output.is_contiguous() and image.is_contiguous()
+    assert_matches_plain_path("load_model call", output, official, image, mask, lab)
 
 
 def test_plain_path_is_selectable_and_restorable():

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from iharm.model.blocks import NormLayer, conv2d_activation
-from iharm.model.fast_path import FastPathModule, derived, map_region, mask_box
+from iharm.model.fast_path import (FastPathModule, channels_last_inputs, contiguous_outputs, derived, map_region,
+                                   mask_box)
 from iharm.model.stylegan2 import ResidualBlock, StyleBlock, modulate, per_sample_conv
 from iharm.model.unet import UNetEncoder, ssam_unet
 
@@ -161,7 +162,7 @@ class Control_Module(FastPathModule):  # noqa: N801 - official name
         return x * (1 - mask) + mask * fused
 
 
-class DucoNet_model(nn.Module):  # noqa: N801 - official name
+class DucoNet_model(FastPathModule):  # noqa: N801 - official name
     """DucoNet. ``forward(image, mask, image_lab) -> {'images': out}``.
 
     ``image`` is the ImageNet-normalised RGB composite (B,3,H,W), ``mask`` the
@@ -172,7 +173,10 @@ class DucoNet_model(nn.Module):  # noqa: N801 - official name
     ``control_module_start``: -1 or 0 puts a control module on all three
     decoder stages, 1 on stages 1-2, 2 on the last stage only, >= 3 on none.
     The defaults are the published configuration (``models/DucoNet_256.py``).
+    Fast path: ``channels_last`` (CPU inference in NHWC, outputs contiguous).
     """
+
+    fast_path_options = ("channels_last",)
 
     def __init__(self, depth: int = 4, norm_layer: NormLayer | None = nn.BatchNorm2d, batchnorm_from: int = 2,
                  attend_from: int = 2, attention_mid_k: float = 0.5, image_fusion: bool = True,
@@ -211,5 +215,7 @@ class DucoNet_model(nn.Module):  # noqa: N801 - official name
         if image_lab.shape[1] != 3 or image_lab.shape[-2:] != image.shape[-2:]:
             raise ValueError(f"DucoNet_model: image_lab must be (B, 3, H, W) with the size of image "
                              f"{tuple(image.shape)}, got {tuple(image_lab.shape)} (pad it like the image)")
+        image, mask, image_lab = channels_last_inputs(self, image, mask, image_lab)
         intermediates = self.encoder(torch.cat((image, mask), dim=1), backbone_features)
-        return {"images": self.decoder(intermediates, image, mask, self.encode_lab(image_lab, mask))}
+        return contiguous_outputs({"images": self.decoder(intermediates, image, mask,
+                                                          self.encode_lab(image_lab, mask))})

@@ -60,6 +60,13 @@ class FastPath:
     ``lean_memory``
         Inference (no autograd): blends and gates write into tensors that are
         no longer needed instead of allocating new full-resolution ones.
+    ``channels_last``
+        Inference on the CPU: the whole network runs in channels_last (NHWC)
+        memory format, which oneDNN's convolutions prefer. The model's inputs
+        are converted on entry (the parameters are put in that format by
+        :func:`~iharm.model.registry.create_model` on the CPU) and the outputs
+        come back contiguous, so the official call ``model(image, mask, ...)``
+        with ordinary tensors in and out gets it. Only the memory layout changes.
     """
 
     fold_batchnorm: bool = True
@@ -68,6 +75,7 @@ class FastPath:
     pack_styles: bool = True
     crop_to_mask: bool = True
     lean_memory: bool = True
+    channels_last: bool = True
 
     @classmethod
     def plain(cls) -> FastPath:
@@ -95,6 +103,20 @@ class FastPathModule(nn.Module):
 
     fast_path: FastPath = DEFAULT_FAST_PATH
     fast_path_options: ClassVar[tuple[str, ...]] = ()
+
+
+def channels_last_inputs(module: FastPathModule, *tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """A top-level forward's 4-D inputs in channels_last when ``module``'s ``channels_last`` option applies
+    (CPU inference); otherwise, and for other tensors, as given."""
+    if not module.fast_path.channels_last or torch.is_grad_enabled():
+        return tensors
+    return tuple(t.contiguous(memory_format=torch.channels_last)
+                 if t is not None and t.dim() == 4 and t.device.type == "cpu" else t for t in tensors)
+
+
+def contiguous_outputs(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A top-level forward's outputs in the official layout, contiguous NCHW (a copy only after channels_last)."""
+    return {key: value.contiguous() for key, value in outputs.items()}
 
 
 def fast_path_options(model: nn.Module) -> tuple[str, ...]:

@@ -12,15 +12,19 @@ import torch
 from torch import nn
 
 from iharm.model.blocks import NormLayer
+from iharm.model.fast_path import FastPathModule, channels_last_inputs, contiguous_outputs
 from iharm.model.unet import ssam_unet
 
 
-class SSAMImageHarmonization(nn.Module):
+class SSAMImageHarmonization(FastPathModule):
     """iSSAM. ``forward(image, mask) -> {'images': out}`` in the normalised space of ``image``.
 
     The defaults are the published ``improved_ssam`` configuration (depth 4,
     ch 32, fusion, mid_k 0.5, attention and BatchNorm from stage/block 2).
+    Fast path: ``channels_last`` (CPU inference in NHWC, outputs contiguous).
     """
+
+    fast_path_options = ("channels_last",)
 
     def __init__(self, depth: int = 4, norm_layer: NormLayer | None = nn.BatchNorm2d, batchnorm_from: int = 2,
                  attend_from: int = 2, attention_mid_k: float = 0.5, image_fusion: bool = True,
@@ -35,5 +39,6 @@ class SSAMImageHarmonization(nn.Module):
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor,
                 backbone_features: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        image, mask = channels_last_inputs(self, image, mask)
         intermediates = self.encoder(torch.cat((image, mask), dim=1), backbone_features)
-        return {"images": self.decoder(intermediates, image, mask)}
+        return contiguous_outputs({"images": self.decoder(intermediates, image, mask)})

@@ -20,6 +20,7 @@ from torch import nn
 
 from iharm.data.normalization import IMAGENET, SYMMETRIC, Normalization
 from iharm.model.checkpoints import load_state_dict_file, load_weights
+from iharm.model.fast_path import FastPathModule
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,9 @@ def get_model_spec(name: str) -> ModelSpec:
 def create_model(name: str, checkpoint: str | os.PathLike | None = None,
                  device: str | torch.device = "cpu") -> nn.Module:
     """The registered model ``name`` on ``device`` in eval mode: with ``checkpoint``, its weights
-    loaded strictly; without, freshly initialised (the constructor's init).
+    loaded strictly; without, freshly initialised (the constructor's init). On the CPU, a model with
+    the ``channels_last`` fast path gets its parameters in that layout, so that calling it the official
+    way, ``model(image, mask, ...)`` with ordinary tensors, runs the whole fast path.
 
     Unlike the official loader (full pickle, silent non-strict merge), files
     are read with ``weights_only=True`` and loaded strictly: a file of another
@@ -166,4 +169,14 @@ def create_model(name: str, checkpoint: str | os.PathLike | None = None,
         model = spec.build()
         if checkpoint is not None:
             load_weights(model, load_state_dict_file(checkpoint), str(checkpoint))
-    return model.to(device).eval()
+    return place_model(model, device).eval()
+
+
+def place_model(model: nn.Module, device: str | torch.device) -> nn.Module:
+    """``model`` on ``device``, in place, in the parameter layout its fast path runs in: channels_last on the
+    CPU for a model with the ``channels_last`` option on (the official call ``model(image, mask, ...)``
+    then runs NHWC end to end), the default layout otherwise."""
+    device = torch.device(device)
+    nhwc = device.type == "cpu" and isinstance(model, FastPathModule) and \
+        "channels_last" in model.fast_path_options and model.fast_path.channels_last
+    return model.to(device, memory_format=torch.channels_last if nhwc else torch.contiguous_format)

@@ -55,7 +55,7 @@ from iharm.inference.utils import load_model
 from iharm.model.bargainnet_losses import LAMBDA_TRI, BargainNetL1, DomainTripletLoss
 from iharm.model.fast_path import DEFAULT_FAST_PATH, FastPath, fast_path_options, set_fast_path
 from iharm.model.losses import MaskWeightedMSE
-from iharm.model.registry import ModelSpec, get_model_spec
+from iharm.model.registry import ModelSpec, get_model_spec, place_model
 from iharm.utils.machine import cpu_model_and_flags, kernel_flags
 from iharm.utils.threads import thread_count
 
@@ -83,7 +83,11 @@ class Case:
 
 @dataclass(frozen=True)
 class Variant:
-    """How it runs: fast-path options, memory format, one image at a time or batched, precision, compile."""
+    """How it runs: fast-path options, memory format, one image at a time or batched, precision, compile.
+
+    ``as_loaded``: the model in the layout ``create_model`` / ``load_model`` gives it
+    (:func:`~iharm.model.registry.place_model`), called with ordinary contiguous inputs,
+    as a user calls it; ``channels_last`` is then not used."""
 
     name: str
     fast_path: FastPath
@@ -91,10 +95,12 @@ class Variant:
     per_image: bool = False
     precision: str = "float32"
     compiled: bool = False
+    as_loaded: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {"fast_path": asdict(self.fast_path), "channels_last": self.channels_last,
-                "per_image": self.per_image, "precision": self.precision, "compiled": self.compiled}
+                "per_image": self.per_image, "precision": self.precision, "compiled": self.compiled,
+                "as_loaded": self.as_loaded}
 
 
 #: The baseline: the algorithm op for op as the official code runs it.
@@ -103,13 +109,17 @@ PLAIN = Variant("plain", FastPath.plain(), per_image=True)
 FAST = Variant("fast", DEFAULT_FAST_PATH, channels_last=True)
 FAST_BF16 = replace(FAST, name="fast+bf16", precision="bf16")
 FAST_COMPILED = replace(FAST, name="fast+compile", compiled=True)
+#: The official call: ``load_model(...)`` then ``model(image, mask, image_lab=...)`` on contiguous tensors.
+OFFICIAL_CALL = Variant("load_model call", DEFAULT_FAST_PATH, per_image=True, as_loaded=True)
 
 
 def ablation_variants(model: nn.Module, case: Case) -> list[Variant]:
     """The plain path plus one change each: every fast-path option ``model`` uses, channels_last,
     and (batched inference only) the whole batch in one forward."""
+    # The fast path's channels_last option is the layout, which plain+channels_last measures
+    # (parameters and inputs); the others one by one.
     variants = [replace(PLAIN, name=f"plain+{option}", fast_path=FastPath.only(option))
-                for option in fast_path_options(model)]
+                for option in fast_path_options(model) if option != "channels_last"]
     variants.append(replace(PLAIN, name="plain+channels_last", channels_last=True))
     if case.task == "infer" and case.batch > 1:
         variants.append(replace(PLAIN, name="plain+batched", per_image=False))
@@ -166,8 +176,11 @@ class Workload:
     def __init__(self, spec: ModelSpec, model: nn.Module, case: Case, variant: Variant,
                  batch: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         self.spec, self.case, self.variant, self.device = spec, case, variant, device
-        memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
+        memory_format = torch.channels_last if variant.channels_last and not variant.as_loaded \
+            else torch.contiguous_format
         self.model = set_fast_path(copy.deepcopy(model), variant.fast_path).to(device, dtype, memory_format=memory_format)
+        if variant.as_loaded:
+            place_model(self.model, device)
         self.model.train(case.task == "train")
         self.inputs = {k: v.to(dtype) for k, v in spec.prepare_batch(batch, device, memory_format).items()}
         self.losses = training_losses(spec.name) if case.task == "train" else []
@@ -339,6 +352,8 @@ class Settings:
 
     def variants_for(self, model: nn.Module, case: Case) -> list[Variant]:
         variants = [PLAIN, FAST]
+        if case.task == "infer":
+            variants.append(OFFICIAL_CALL)
         if self.bf16:
             variants.append(FAST_BF16)
         if self.compile:
