@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ from iharm.data.transforms import HCompose, resize_transform
 from iharm.inference.report import ImageResult, write_per_image_csv
 from iharm.tools.quality import (grouped_summaries, markdown_table, read_per_image_csv, result_grid,
                                  with_ratio, write_small_jpeg)
+from iharm.tools.quality_benchmark import cards, common, ship, training
 from tiny_data import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,10 +167,20 @@ def test_benchmark_end_to_end_with_one_step_models(tmp_path: Path) -> None:
     assert (tmp_path / "ship" / "candidates" / "iSSAM_hsynth_run1.pth").exists() == kept
 
 
-def _ship_fixture(hsynth: Path, tmp_path: Path, weights: bytes):
+def _pipeline() -> SimpleNamespace:
+    """The quality benchmark's stage functions, and the script's parse_args (imported for its arguments)."""
     sys.path.insert(0, str(REPO / "scripts"))
-    import benchmark_quality as bq  # noqa: E402 (a script, imported for its stage functions)
+    try:
+        import benchmark_quality  # noqa: E402 (a script)
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    return SimpleNamespace(Paths=common.Paths, RATIO=common.RATIO, FINAL_RUNS=common.FINAL_RUNS,
+                           stage_ship=ship.stage_ship, starting_card=cards.starting_card,
+                           train_run=training.train_run, parse_args=benchmark_quality.parse_args)
 
+
+def _ship_fixture(hsynth: Path, tmp_path: Path, weights: bytes):
+    bq = _pipeline()
     paths = bq.Paths(out=tmp_path / "out", hsynth=hsynth, photos=tmp_path, shared_data=tmp_path,
                      docs=tmp_path / "docs", ship_dir=tmp_path / "ship")
     exp = paths.out / "exps" / "hsynth" / "iSSAM_hsynth" / "000_iSSAM"
@@ -249,7 +261,7 @@ def test_a_refused_improvement_is_kept_as_a_candidate_and_the_next_run_continues
         commands.append([str(c) for c in command])
         raise InterruptedError
 
-    monkeypatch.setattr(bq, "run_command", stop)
+    monkeypatch.setattr(training, "run_command", stop)
     args = bq.parse_args(["--models", "iSSAM"])
     fresh_out = bq.Paths(out=tmp_path / "out2", hsynth=hsynth, photos=tmp_path, shared_data=tmp_path,
                          docs=tmp_path / "docs", ship_dir=paths.ship_dir)  # no finished run to reuse
