@@ -96,7 +96,8 @@ def train_demo_model(photos: Path, dataset: Path, minutes: float) -> Path:
     config.write_text(f"EXPS_PATH: {OUT / 'exps'}\nMODELS_PATH: {OUT / 'exps'}\nPHOTOS_PATH: {photos}\n")
     run(PYTHON, "train.py", "models/hsynth/iSSAM_hsynth.py", "--device", "cpu", "--threads", 2, "--workers", 1,
         "--config-path", config, "--dataset-path", dataset, "--batch-size", 16, "--lr", "2e-3",
-        "--max-train-minutes", f"{minutes:g}", "--seed", SEED, "--exp-name", "demo", "--amp", "auto")
+        "--max-train-minutes", f"{minutes:g}", "--seed", SEED, "--exp-name", "demo", "--amp", "auto",
+        "--channels-last")
     runs = sorted((OUT / "exps").glob("**/[0-9][0-9][0-9]_demo/checkpoints/last_checkpoint.pth"))
     if not runs:
         raise SystemExit(f"demo: training wrote no last_checkpoint.pth under {OUT / 'exps'}")

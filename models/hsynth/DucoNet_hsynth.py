@@ -1,7 +1,7 @@
 """DucoNet on HSynth within an hour on a 2-core CPU (the paper recipe is made for 120 GPU epochs).
 
     python train.py models/hsynth/DucoNet_hsynth.py --device cpu --threads 2 --workers 1 \
-        --batch-size 16 --lr 3e-3 --max-train-minutes 60
+        --batch-size 16 --lr 3e-3 --max-train-minutes 60 --amp auto --channels-last
 
 Trains on on-the-fly HSynth (``iharm.data.hsynth.live``): every sample is a new
 composite of a training photo of ``PHOTOS_PATH``, made at 256 x 256 as the

@@ -1,7 +1,7 @@
 """iSSAM on HSynth within an hour on a 2-core CPU (the paper recipe is made for 120 GPU epochs).
 
     python train.py models/hsynth/iSSAM_hsynth.py --device cpu --threads 2 --workers 1 \
-        --batch-size 16 --lr 3e-3 --max-train-minutes 60
+        --batch-size 16 --lr 3e-3 --max-train-minutes 60 --amp auto --channels-last
 
 The recipe of models/hsynth/DucoNet_hsynth.py (on-the-fly HSynth, the fusion gate
 starting at the composite, warm-up and cosine over the time budget, ``work_size`` crops;
