@@ -56,7 +56,8 @@ def test_the_40_gb_verdict_reads_the_1024_training_case() -> None:
 
 def test_a_quick_cpu_run_writes_one_json_of_every_step(tmp_path: Path) -> None:
     out = tmp_path / "check.json"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--repeats", "2", "--out", str(out)],
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--repeats", "2",
+                           "--out", str(out)],
                           capture_output=True, text=True, timeout=400, cwd=REPO)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads(out.read_text())

@@ -197,7 +197,8 @@ def test_float32_is_computed_without_tf32_and_the_setting_is_restored(precision,
     try:
         recorder = _PrecisionRecorder()
         image = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
-        Predictor(recorder, get_model_spec("iSSAM"), precision=precision).predict_batch(image, torch.zeros(1, 1, 32, 32))
+        predictor = Predictor(recorder, get_model_spec("iSSAM"), precision=precision)
+        predictor.predict_batch(image, torch.zeros(1, 1, 32, 32))
         assert recorder.seen == [(tf32_during_the_call, tf32_during_the_call)]
         assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
     finally:

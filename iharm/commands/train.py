@@ -53,8 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="global batch size over all processes (< 1: 16, the official default)")
     official.add_argument("--ngpus", type=int, default=DEFAULTS.ngpus,
                           help="number of GPUs when --gpus is not given (0: CPU)")
-    official.add_argument("--gpus", default=DEFAULTS.gpus, help="GPU indices, e.g. 0,1: one process per GPU; they count the GPUs this "
-                               "process sees, so a scheduler's CUDA_VISIBLE_DEVICES is respected, never changed")
+    official.add_argument("--gpus", default=DEFAULTS.gpus,
+                          help="GPU indices, e.g. 0,1: one process per GPU; they count the GPUs this process sees, "
+                               "so a scheduler's CUDA_VISIBLE_DEVICES is respected, never changed")
     official.add_argument("--resume-exp", default=DEFAULTS.resume_exp,
                           help="continue the experiment whose folder starts with this")
     official.add_argument("--resume-prefix", default=DEFAULTS.resume_prefix,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, Sampler
 
 from iharm.data.hdataset import sample_seed
 
@@ -86,10 +86,5 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
         while True:
             self.sampler.set_epoch(epoch)
             self.sampler.skip(skip * self.batch_size)
-            batch: list[tuple[int, int]] = []
-            for item in self.sampler:
-                batch.append(item)
-                if len(batch) == self.batch_size:
-                    yield batch
-                    batch = []
+            yield from BatchSampler(self.sampler, self.batch_size, drop_last=True)
             epoch, skip = epoch + 1, 0

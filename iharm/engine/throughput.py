@@ -33,10 +33,18 @@ class EpochThroughput:
         self.model += model_seconds
         self.after_steps += after_seconds
 
+    def seconds(self, now: float | None = None) -> float:
+        """Training seconds of the epoch up to ``now`` (default: this moment): validation not counted."""
+        return (time.monotonic() if now is None else now) - self.started - self.validation
+
+    def images_per_second(self, now: float | None = None) -> float:
+        """Images trained per second over the epoch so far."""
+        total = self.seconds(now)
+        return self.images / total if total > 0 else float("nan")
+
     def line(self, epoch: int, now: float | None = None) -> str:
         """The epoch's log line (every number counted up to ``now``, default: this moment)."""
-        total = (time.monotonic() if now is None else now) - self.started - self.validation
-        overall = self.images / total if total > 0 else float("nan")
+        total, overall = self.seconds(now), self.images_per_second(now)
         alone = self.images / self.model if self.model > 0 else float("nan")
         rest = total - self.waiting - self.model - self.after_steps
         return (f"Epoch {epoch} throughput: {self.images} images in {total:.1f} s = {overall:.2f} images/s over the "

@@ -339,7 +339,6 @@ class SimpleHTrainer:
         train_metrics = MetricsAccumulator()
         progress = tqdm(total=steps, initial=self.position.step, desc=f"epoch {epoch}", leave=False,
                         disable=not self.dist.is_main, dynamic_ncols=True)
-        tick, images_seen = time.monotonic(), 0
         waiting = time.monotonic()
         for _ in range(steps - self.position.step):
             batch = next(self._train_batches)
@@ -385,14 +384,12 @@ class SimpleHTrainer:
             self._after_step(epoch, batch, prediction, parts, total)
             self.throughput.stepped(batch["images"].shape[0] * self.dist.world_size, stepped - arrived,
                                     time.monotonic() - stepped)
-            images_seen += batch["images"].shape[0] * self.dist.world_size
-            elapsed = time.monotonic() - tick
             if self.position.step % PROGRESS_EVERY == 1:  # reading the loss waits for a GPU
                 progress.set_postfix(loss=f"{float(parts['overall']):.4f}",
-                                     img_s=f"{images_seen / max(elapsed, 1e-9):.1f}")
+                                     img_s=f"{self.throughput.images_per_second():.1f}")
             progress.update(1)
             if self.writer is not None and self.position.global_step % 25 == 0:
-                self.writer.add_scalar("TrainStates/images_per_second", images_seen / max(elapsed, 1e-9),
+                self.writer.add_scalar("TrainStates/images_per_second", self.throughput.images_per_second(),
                                        self.position.global_step)
             waiting = time.monotonic()
         progress.close()

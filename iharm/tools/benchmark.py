@@ -87,7 +87,7 @@ class Variant:
 
     ``as_loaded``: the model in the layout ``create_model`` / ``load_model`` gives it
     (:func:`~iharm.model.registry.place_model`), called with ordinary contiguous inputs,
-    as a user calls it; ``channels_last`` is then not used."""
+    as a user calls it."""
 
     name: str
     fast_path: FastPath
@@ -176,8 +176,7 @@ class Workload:
     def __init__(self, spec: ModelSpec, model: nn.Module, case: Case, variant: Variant,
                  batch: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         self.spec, self.case, self.variant, self.device = spec, case, variant, device
-        memory_format = torch.channels_last if variant.channels_last and not variant.as_loaded \
-            else torch.contiguous_format
+        memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
         self.model = set_fast_path(copy.deepcopy(model), variant.fast_path).to(device, dtype, memory_format=memory_format)
         if variant.as_loaded:
             place_model(self.model, device)

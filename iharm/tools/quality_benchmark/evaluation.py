@@ -1,4 +1,5 @@
-"""Stage ``evaluate``: ``scripts/evaluate_model.py`` on HSynth-test and the real files, and predictions on the real composites without ground truth."""
+"""Stage ``evaluate``: ``scripts/evaluate_model.py`` on HSynth-test and the real files, and predictions on
+the real composites without ground truth."""
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,5 @@
-"""Stage ``ship``: weights that meet the ship rule go to ``--ship-dir`` with a model card; better ones short of it are kept as candidates."""
+"""Stage ``ship``: weights that meet the ship rule go to ``--ship-dir`` with a model card; better ones short
+of it are kept as candidates."""
 from __future__ import annotations
 
 import hashlib
