@@ -302,8 +302,11 @@ def _probe_memory(probe: Mapping[str, Any]) -> dict[str, Any]:
         workload.run()
         return {"peak_mib": (torch.cuda.max_memory_allocated(device) - idle) / 2 ** 20,
                 "method": "cuda max_memory_allocated - allocated before"}
+    # The peak mark is reset before the idle RSS is read, so the peak can never read below it (reading idle
+    # first let pages freed in between make a tiny call's figure negative).
+    reset = _reset_peak_rss()
     idle = _status_mib("VmRSS")
-    if _reset_peak_rss():
+    if reset:
         method, read_peak = "VmHWM (reset after build) - VmRSS after build", lambda: _status_mib("VmHWM")
     else:
         method = "ru_maxrss - VmRSS after build (the peak may include the build)"
