@@ -38,8 +38,9 @@ def shared_data(shared_dir: Path) -> Path:
 
 # --- global state: every test leaves the process as it found it --------------------------------------------
 
-#: Variables that pytest (the current test's id) and torch (its compile cache, set on first use) manage.
-OWN_VARIABLES = ("PYTEST_", "TORCHINDUCTOR_")
+#: Variables that pytest (the current test's id) and torch (its compile cache, and the address that
+#: Inductor's compiled-code loader reads, both set on first use) manage.
+OWN_VARIABLES = ("PYTEST_", "TORCHINDUCTOR_", "_TORCHINDUCTOR_")
 
 
 def _global_state() -> dict[str, object]:

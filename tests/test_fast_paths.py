@@ -9,7 +9,7 @@ layout must not change. Inputs are small so that the file runs in seconds.
 from __future__ import annotations
 
 import copy
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -20,8 +20,8 @@ from iharm.inference.predictor import Predictor
 from iharm.inference.utils import load_model
 from iharm.model import fast_path as fast_path_module
 from iharm.model.duconet import DucoNet_model
-from iharm.model.fast_path import (DEFAULT_FAST_PATH, FastPath, FastPathModule, fast_path, fast_path_options,
-                                   map_region, mask_box, set_fast_path)
+from iharm.model.fast_path import (DEFAULT_FAST_PATH, FastPath, FastPathModule, adapt_fast_path, fast_path,
+                                   fast_path_options, map_region, mask_box, runnable_on, set_fast_path)
 from iharm.model.issam import SSAMImageHarmonization
 from iharm.model.losses import MaskWeightedMSE
 from iharm.model.registry import get_model_spec
@@ -321,3 +321,41 @@ def test_predictor_defaults_are_exact_and_bf16_is_an_option(official, vector):
     assert bf16.dtype == torch.float32 and (bf16 - expected).abs().mean() < 2.0
     with pytest.raises(ValueError, match="fp16"):
         Predictor(copy.deepcopy(official), spec, precision="fp16")
+
+
+def test_options_that_need_the_mask_box_on_the_host_are_off_on_cuda_and_when_compiled():
+    """crop_to_mask syncs with the device and makes a data-dependent shape; fuse_activation is Inductor's
+    own job: off where they do not belong, every other choice kept (issue 14, item 3)."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert runnable_on(DEFAULT_FAST_PATH, cpu) == DEFAULT_FAST_PATH
+    assert runnable_on(DEFAULT_FAST_PATH, cuda) == replace(DEFAULT_FAST_PATH, crop_to_mask=False)
+    assert runnable_on(DEFAULT_FAST_PATH, cpu, compiled=True) == replace(DEFAULT_FAST_PATH, crop_to_mask=False,
+                                                                         fuse_activation=False)
+    assert runnable_on(FastPath.plain(), cuda, compiled=True) == FastPath.plain()
+    net = adapt_fast_path(DucoNet_model(), cuda)  # (the model stays where it is: only the options change)
+    assert {m.fast_path for m in net.modules() if isinstance(m, FastPathModule)} == {runnable_on(DEFAULT_FAST_PATH,
+                                                                                                 cuda)}
+
+
+def test_compiled_predictor_is_one_graph_exact_and_reused_for_every_mask(official, small_inputs):
+    """Predictor(compile=True): no graph break (fullgraph), the plain path's output within its float32
+    rounding, and a new mask of the same size runs the same graph without recompiling."""
+    import torch._dynamo
+
+    image, mask, lab, _ = small_inputs
+    spec = get_model_spec("DucoNet")
+    to_uint8 = (lambda t: (t.clamp(0, 1) * 255).round().to(torch.uint8))
+    images, labs = to_uint8(image * 0.25 + 0.5), to_uint8(lab)
+    plain = Predictor(set_fast_path(copy.deepcopy(official), False), spec, channels_last=False)
+    compiled = Predictor(copy.deepcopy(official), spec, compile=True)
+    torch._dynamo.reset()
+    try:
+        first = compiled.predict_batch(images, mask, labs)
+        moved = mask.roll(shifts=(9, 5), dims=(-2, -1)) * 0.7
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            second = compiled.predict_batch(images, moved, labs)
+    finally:
+        torch._dynamo.reset()
+    torch.testing.assert_close(first, plain.predict_batch(images, mask, labs), atol=1e-3, rtol=0)
+    torch.testing.assert_close(second, plain.predict_batch(images, moved, labs), atol=1e-3, rtol=0)
+    assert not torch.equal(first, second)

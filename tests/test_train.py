@@ -249,3 +249,23 @@ def test_ctrl_c_twice_aborts_in_one_line(tmp_path: Path, dataset: Path) -> None:
     assert process.returncode == 128 + signal.SIGINT, stderr[-2000:]
     assert "Traceback" not in stderr
     assert "aborted by a second Ctrl-C: the steps since the last save are lost" in stderr
+
+
+def test_compiled_training_follows_the_eager_run(tmp_path: Path, dataset: Path) -> None:
+    """--compile (issue 14, item 3): no Inductor error, no graph break (one full graph), and the step
+    losses and final weights of the eager run within float32 rounding."""
+    runs = {}
+    for name, extra in (("eager", ()), ("compiled", ("--compile",))):
+        folder = tmp_path / name
+        folder.mkdir()
+        result = _train(folder, dataset, "--epochs", "1", *extra, timeout=600,
+                        env={"IHARM_TEST_NO_BN": "1", "IHARM_TEST_LOSS_LOG": str(folder / "loss.txt"),
+                             "IHARM_TEST_DUMP_DIR": str(folder)})
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert ("under torch.compile" in result.stderr) == bool(extra)
+        losses = [float(line.split()[1]) for line in (folder / "loss.txt").read_text().split("\n") if line]
+        runs[name] = losses, _weights(folder / "rank0.pth")
+    (eager_losses, eager_weights), (compiled_losses, compiled_weights) = runs["eager"], runs["compiled"]
+    assert len(eager_losses) == 4 and compiled_losses == pytest.approx(eager_losses, rel=1e-4)
+    for key in eager_weights:
+        torch.testing.assert_close(compiled_weights[key], eager_weights[key], rtol=1e-3, atol=1e-5)

@@ -75,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="autocast precision (fp16 only on CUDA, with a gradient scaler; auto: bf16 on CUDA "
                              "and on CPUs with native bf16, avx512_bf16 or AMX, off elsewhere)")
     modern.add_argument("--channels-last", action="store_true", help="NHWC memory format")
+    modern.add_argument("--compile", action="store_true",
+                        help="torch.compile the training forward (one graph per crop size; compiles on the first "
+                             "steps, see docs/performance.md)")
     modern.add_argument("--clip-grad", type=float, default=DEFAULTS.clip_grad,
                         help="clip the gradient norm to this (0: off)")
     modern.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="override the recipe's number of epochs")

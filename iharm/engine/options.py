@@ -29,6 +29,7 @@ class TrainOptions:
     device: str = "auto"
     amp: str = "off"
     channels_last: bool = False
+    compile: bool = False
     clip_grad: float = 0.0
     epochs: int | None = None
     seed: int = 0

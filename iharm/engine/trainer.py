@@ -50,6 +50,7 @@ from iharm.engine.training_state import (STATE_FILE, Position, capture_rng, load
                                          restore_rng, save_training_state, seed_everything, trained_seconds)
 from iharm.engine.visualize import harmonization_strip, save_strip
 from iharm.model.checkpoints import clean_state_dict, load_state_dict_file, load_weights, save_atomic
+from iharm.model.fast_path import adapt_fast_path
 from iharm.model.registry import ModelSpec
 from iharm.utils.config import ConfigError
 from iharm.utils.files import atomic_write_text
@@ -144,7 +145,8 @@ class SimpleHTrainer:
         if self.amp_dtype is torch.float16 and self.device.type != "cuda":
             raise ConfigError("--amp fp16 needs a CUDA device (it relies on a GradScaler); use --amp bf16 on the CPU")
 
-        model = model.to(self.device, memory_format=self.memory_format)
+        model = adapt_fast_path(model.to(self.device, memory_format=self.memory_format), self.device,
+                                compiled=self.options.compile)
         self.optimizer = self._make_optimizer(model, optimizer, dict(optimizer_params or {}), self.device)
         self.scheduler = self._make_scheduler(lr_scheduler) if lr_scheduler is not None else None
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
@@ -159,6 +161,12 @@ class SimpleHTrainer:
             model = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                                             broadcast_buffers=False, static_graph=True)
         self.model = model
+        # The training forward, compiled with --compile (validation and saving use the eager model); one
+        # graph without breaks, except where DDP splits it at its gradient buckets.
+        self.train_forward = torch.compile(model, dynamic=False, fullgraph=not self.dist.distributed) \
+            if self.options.compile else model
+        if self.options.compile:
+            logger.info("--compile: the training forward runs under torch.compile (compiled on the first step)")
 
         if cfg.batch_size % self.dist.world_size:
             raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by the {self.dist.world_size} processes")
@@ -360,7 +368,7 @@ class SimpleHTrainer:
                 continue  # a batch made only of skipped samples on some rank: every rank skips it
             prepared = self.spec.prepare_batch(batch, self.device, self.memory_format)
             with self._autocast():
-                output = model(**self.spec.forward_kwargs(prepared, training=True))
+                output = self.train_forward(**self.spec.forward_kwargs(prepared, training=True))
             total, parts = self._loss(output, prepared)
             bad = any_rank(torch.tensor([0.0 if torch.isfinite(total) else 1.0], device=self.device))
             if bad[0]:

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iharm.inference.utils import load_model
+from iharm.model.fast_path import adapt_fast_path
 from iharm.model.registry import ModelSpec, get_model_spec
 from iharm.utils.device import full_float32
 
@@ -72,10 +73,17 @@ class Predictor:
     move to ``device``. ``precision`` is one of :data:`PRECISIONS`: 'float32'
     (exact: also on GPUs, where TF32 is switched off for the call), 'bf16'
     (bfloat16 autocast) or 'fp16' (float16 autocast, CUDA only).
+
+    ``compile`` runs the network under ``torch.compile`` (one graph per padded
+    input size, without a graph break, compiled on its first call; every mask
+    of that size reuses it). The model then runs the fast-path options a graph can hold
+    (:func:`~iharm.model.fast_path.runnable_on`): the same function, without
+    the mask-box crop.
     """
 
     def __init__(self, model: nn.Module, spec: ModelSpec, device: str | torch.device = "cpu",
-                 with_flip: bool = False, precision: str = "float32", channels_last: bool | None = None) -> None:
+                 with_flip: bool = False, precision: str = "float32", channels_last: bool | None = None,
+                 compile: bool = False) -> None:
         self.device = torch.device(device)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -85,6 +93,9 @@ class Predictor:
         channels_last = self.device.type == "cpu" if channels_last is None else channels_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
+        if compile:
+            adapt_fast_path(self.model, self.device, compiled=True)
+        self.network = torch.compile(self.model, dynamic=False, fullgraph=True) if compile else self.model
         self.spec = spec
         self.with_flip = with_flip
 
@@ -154,7 +165,7 @@ class Predictor:
         autocast_dtype = PRECISIONS[self.precision]
         exact = full_float32() if autocast_dtype is None else nullcontext()  # no TF32 in 'float32'
         with exact, torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            output = self.model(**self.spec.forward_kwargs(batch))["images"].float()
+            output = self.network(**self.spec.forward_kwargs(batch))["images"].float()
         if self.with_flip:
             output = 0.5 * (output[:n] + output[n:].flip(-1))
         output = output[:, :, top:top + h, left:left + w]

@@ -95,6 +95,33 @@ class FastPath:
 DEFAULT_FAST_PATH = FastPath()
 
 
+def runnable_on(config: FastPath, device: torch.device, compiled: bool = False) -> FastPath:
+    """``config`` without the options that do not belong on ``device`` or under ``torch.compile``.
+
+    ``crop_to_mask`` reads the mask's bounding box on the host: on CUDA that is
+    a device sync in every control module and attention block (unmeasured on a
+    GPU, so off there), and under ``torch.compile`` a data-dependent shape that
+    would break the graph and recompile for every new box (off when compiled;
+    every mask of one image size then shares one graph). ``fuse_activation``
+    calls oneDNN's fused convolution directly, which Inductor emits on its own
+    (off when compiled). Every other choice, the plain path included, stays.
+    """
+    if device.type == "cuda" or compiled:
+        config = replace(config, crop_to_mask=False)
+    if compiled:
+        config = replace(config, fuse_activation=False)
+    return config
+
+
+def adapt_fast_path(model: nn.Module, device: str | torch.device, compiled: bool = False) -> nn.Module:
+    """Every module of ``model`` on its :func:`runnable_on` configuration for ``device`` (in place)."""
+    device = torch.device(device)
+    for module in model.modules():
+        if isinstance(module, FastPathModule):
+            module.fast_path = runnable_on(module.fast_path, device, compiled)
+    return model
+
+
 class FastPathModule(nn.Module):
     """A module with an exact fast implementation, selected by its ``fast_path`` attribute.
 
@@ -161,10 +188,11 @@ def derived(module: nn.Module, key: str, sources: Sequence[torch.Tensor], make: 
     source is the same storage at the same version: ``load_state_dict``,
     optimizer steps and ``.to()`` all change one or the other. Inference
     tensors (a model built under ``torch.inference_mode``) have no version
-    counter, so nothing derived from them is cached.
+    counter, so nothing derived from them is cached; nor is anything while
+    ``torch.compile`` traces.
     """
-    if torch.is_grad_enabled() or any(t.is_inference() for t in sources):
-        return make()
+    if torch.is_grad_enabled() or torch.compiler.is_compiling() or any(t.is_inference() for t in sources):
+        return make()  # (a compiled graph computes it in the graph: no Python cache to guard on)
     stamp = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
     cache: dict[str, tuple[tuple, T]] = module.__dict__.setdefault("_derived_tensors", {})
     entry = cache.get(key)

@@ -20,7 +20,7 @@ from torch import nn
 
 from iharm.data.normalization import IMAGENET, SYMMETRIC, Normalization
 from iharm.model.checkpoints import load_state_dict_file, load_weights
-from iharm.model.fast_path import FastPathModule
+from iharm.model.fast_path import FastPathModule, adapt_fast_path
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,10 @@ def create_model(name: str, checkpoint: str | os.PathLike | None = None,
 def place_model(model: nn.Module, device: str | torch.device) -> nn.Module:
     """``model`` on ``device``, in place, in the parameter layout its fast path runs in: channels_last on the
     CPU for a model with the ``channels_last`` option on (the official call ``model(image, mask, ...)``
-    then runs NHWC end to end), the default layout otherwise."""
+    then runs NHWC end to end), the default layout otherwise; with the fast-path options that suit
+    ``device`` (:func:`~iharm.model.fast_path.runnable_on`: no host-synced mask crop on CUDA)."""
     device = torch.device(device)
+    adapt_fast_path(model, device)
     nhwc = device.type == "cpu" and isinstance(model, FastPathModule) and \
         "channels_last" in model.fast_path_options and model.fast_path.channels_last
     return model.to(device, memory_format=torch.channels_last if nhwc else torch.contiguous_format)
