@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -126,8 +127,14 @@ def test_result_grid_and_small_jpeg(tmp_path: Path) -> None:
 
 
 def test_benchmark_end_to_end_with_one_step_models(tmp_path: Path) -> None:
-    """data -> train (1 step) -> evaluate -> report -> ship on a tiny dataset: the report has every table."""
+    """data -> train (1 step) -> evaluate -> report -> ship on a tiny dataset: the report has every table.
+    A model with shipped weights and no run here (DucoNet) is evaluated from those weights, labelled so,
+    and its weights and card are left as they were."""
     hsynth = _tiny_hsynth(tmp_path / "datasets", {"train": 6, "test": 6})
+    (tmp_path / "ship").mkdir()
+    for name in ("DucoNet_hsynth.pth", "DucoNet_hsynth.json"):
+        shutil.copyfile(REPO / "checkpoints" / "hsynth" / name, tmp_path / "ship" / name)
+    shipped = json.loads((tmp_path / "ship" / "DucoNet_hsynth.json").read_text())
     shared = tmp_path / "shared"
     (shared / "composites_no_gt").mkdir(parents=True)
     image = read_image(hsynth / "composite_images" / "p6_1_1.jpg")
@@ -149,7 +156,7 @@ def test_benchmark_end_to_end_with_one_step_models(tmp_path: Path) -> None:
                     "## Held-out family: reinhard", "## Real composites without ground truth"):
         assert heading in report
     assert set(results["families"]) == {f"{f}: {m}" for f in ("curves", "lut3d", "reinhard")
-                                        for m in ("Composite", "iSSAM")}
+                                        for m in ("Composite", "iSSAM", "DucoNet")}  # DucoNet: shipped weights
     assert set(results["held_out"]) == {f"{g}: iSSAM, {w}" for g in ("reinhard (held out)", "other families")
                                         for w in ("all families", "without reinhard")}
     assert results["held_out"]["reinhard (held out): iSSAM, all families"]["N"] == 2  # test: c r c l r c
@@ -160,6 +167,17 @@ def test_benchmark_end_to_end_with_one_step_models(tmp_path: Path) -> None:
     assert "the mask was resized to the image" in report
     assert (tmp_path / "docs" / "images" / "quality_no_gt_grid.jpg").stat().st_size < 300_000
     assert results["runs"]["iSSAM"]["steps"] == 1
+    assert set(results["runs"]) == {"iSSAM", "iSSAM-held-out"}  # DucoNet was not trained here
+    assert results["models"]["DucoNet"]["N"] == 6 and results["models"]["DucoNet"] != results["composite"]
+    assert results["shipped_rows"] == {"DucoNet": {"weights": "DucoNet_hsynth.pth", "sha256": shipped["sha256"],
+                                                   "total_minutes": shipped["total_minutes"],
+                                                   "total_images": shipped["total_images"],
+                                                   "runs": len(shipped["history"])}}
+    assert "DucoNet: no run of this benchmark; its rows are those of the shipped weights" in report
+    assert (tmp_path / "out" / "eval" / "hsynth" / "DucoNet-shipped" / "final" / "summary.json").is_file()
+    assert not (tmp_path / "out" / "eval" / "hsynth" / "DucoNet").exists()
+    assert hashlib.sha256((tmp_path / "ship" / "DucoNet_hsynth.pth").read_bytes()).hexdigest() == shipped["sha256"]
+    assert json.loads((tmp_path / "ship" / "DucoNet_hsynth.json").read_text()) == shipped
     # a one-step model does not beat Composite clearly: nothing is shipped; it is kept as a candidate only
     # when its HSynth-test fMSE is below Composite's
     assert not (tmp_path / "ship" / "iSSAM_hsynth.pth").exists()

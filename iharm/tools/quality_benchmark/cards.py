@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from iharm.tools.quality_benchmark.common import Paths, read_json
+from iharm.tools.quality_benchmark.common import Paths, Run, experiment_dir, read_json
 
 CANDIDATES = Path("candidates")
 
@@ -27,3 +27,20 @@ def starting_card(paths: Paths, model: str) -> tuple[Path, dict[str, Any]] | Non
     cards = [paths.ship_dir / f"{model}_hsynth.json", *candidate_cards(paths, model)]
     kept = [(card.relative_to(paths.ship_dir), read_json(card)) for card in cards if card.is_file()]
     return min(kept, key=lambda item: item[1]["hsynth_test"]["model"]["fMSE"], default=None)
+
+
+def shipped_weights(paths: Paths, model: str) -> Path | None:
+    """The weights shipped for ``model`` (``<model>_hsynth.pth`` beside its card), or None."""
+    weights = paths.ship_dir / f"{model}_hsynth.pth"
+    return weights if weights.is_file() and shipped_card(paths, model) is not None else None
+
+
+def final_source(paths: Paths, run: Run) -> tuple[str, Path] | None:
+    """``(evaluation name, weights)`` of the report's row for a final run's model: its finished training in
+    ``--out``; else the weights shipped for the model (trained by earlier runs, possibly on other machines;
+    evaluated as ``<run>-shipped``, so never mistaken for a run of this benchmark); None when neither exists."""
+    exp = experiment_dir(paths, run)
+    if exp is not None:
+        return run.name, exp / "checkpoints" / "last_checkpoint.pth"
+    weights = shipped_weights(paths, run.model)
+    return (f"{run.name}-shipped", weights) if weights is not None else None

@@ -15,6 +15,7 @@ from iharm.inference.predictor import COMPOSITE, build_predictor
 from iharm.model.registry import get_model_spec
 from iharm.tools.quality_benchmark.common import (ABLATIONS, EVAL_STRATEGY, FINAL_RUNS, PYTHON, Paths, Run,
                                                   experiment_dir, log, read_json, run_command)
+from iharm.tools.quality_benchmark.cards import final_source
 from iharm.tools.quality_benchmark.data import no_gt_inputs, shared_gt_folders
 
 
@@ -66,9 +67,10 @@ def load_no_gt_pair(shared_data: Path, composite: str, mask: str) -> tuple[np.nd
     return image, mask_array, note
 
 
-def predict_no_gt(paths: Paths, model: str, checkpoint: Path, composite_output: bool) -> Path:
-    """Predictions of one model on the real composites without ground truth, at the evaluation size."""
-    out = paths.eval_dir("no_gt", model)
+def predict_no_gt(paths: Paths, name: str, model: str, checkpoint: Path, composite_output: bool) -> Path:
+    """Predictions of one model on the real composites without ground truth, at the evaluation size, in the
+    evaluation folder ``no_gt/<name>``."""
+    out = paths.eval_dir("no_gt", name)
     predictor = build_predictor(model, checkpoint, "cpu")
     for name, composite, mask in no_gt_inputs(paths.shared_data):
         target = out / f"{name}.png"
@@ -83,7 +85,22 @@ def predict_no_gt(paths: Paths, model: str, checkpoint: Path, composite_output: 
     return out
 
 
+def evaluate_final(paths: Paths, run: Run, name: str, weights: Path) -> None:
+    """The final weights of ``run``'s model, as ``name``: HSynth-test with images, the real files with ground
+    truth, the real composites without."""
+    evaluate(run.model, weights, [paths.hsynth], paths.eval_dir("hsynth", name, "final"),
+             composite_output=run.composite_output, save_images=True)
+    gt_folders = shared_gt_folders(paths)
+    if gt_folders:
+        evaluate(run.model, weights, gt_folders, paths.eval_dir("shared", name),
+                 composite_output=run.composite_output, save_images=True)
+    if no_gt_inputs(paths.shared_data):
+        predict_no_gt(paths, name, run.model, weights, run.composite_output)
+
+
 def stage_evaluate(paths: Paths, runs: Sequence[Run], curve_every: float) -> None:
+    """Composite, then every finished run of ``runs`` (its snapshots and final weights), then the shipped
+    weights of each model that has no finished final run here, so that the report shows every model kept."""
     evaluate(COMPOSITE, None, [paths.hsynth], paths.eval_dir("hsynth", COMPOSITE), save_images=False)
     gt_folders = shared_gt_folders(paths)
     if gt_folders:
@@ -94,14 +111,17 @@ def stage_evaluate(paths: Paths, runs: Sequence[Run], curve_every: float) -> Non
             log(f"{run.name}: no finished training, not evaluated")
             continue
         final = run in FINAL_RUNS
-        for minutes, weights in checkpoints_of(exp, curve_every if final or run in ABLATIONS else 0):
-            stem = "final" if minutes is None else weights.stem
-            evaluate(run.model, weights, [paths.hsynth], paths.eval_dir("hsynth", run.name, stem),
-                     composite_output=run.composite_output, save_images=final and minutes is None)
+        *snapshots, (_, weights) = checkpoints_of(exp, curve_every if final or run in ABLATIONS else 0)
+        for _, snapshot in snapshots:
+            evaluate(run.model, snapshot, [paths.hsynth], paths.eval_dir("hsynth", run.name, snapshot.stem),
+                     composite_output=run.composite_output)
         if final:
-            weights = exp / "checkpoints" / "last_checkpoint.pth"
-            if gt_folders:
-                evaluate(run.model, weights, gt_folders, paths.eval_dir("shared", run.name),
-                         composite_output=run.composite_output, save_images=True)
-            if no_gt_inputs(paths.shared_data):
-                predict_no_gt(paths, run.model, weights, run.composite_output)
+            evaluate_final(paths, run, run.name, weights)
+        else:
+            evaluate(run.model, weights, [paths.hsynth], paths.eval_dir("hsynth", run.name, "final"),
+                     composite_output=run.composite_output)
+    for run in FINAL_RUNS:
+        source = final_source(paths, run)
+        if source is not None and experiment_dir(paths, run) is None:
+            log(f"{run.model}: no finished run here: evaluating the shipped {source[1].name}")
+            evaluate_final(paths, run, *source)

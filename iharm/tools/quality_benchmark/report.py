@@ -18,11 +18,18 @@ from iharm.inference.predictor import COMPOSITE
 from iharm.tools.quality import (grouped_summaries, line_plot, markdown_table, mask_to_uint8, read_per_image_csv,
                                  result_grid, with_ratio, write_small_jpeg)
 from iharm.tools.quality_benchmark.common import (ABLATIONS, COLUMNS, EVAL_STRATEGY, FINAL_RUNS, HELD_OUT_RUN,
-                                                  HSYNTH_BUILD, MODELS, PYTHON, RATIO, WORK_COPY_SIZE, Paths, Run,
+                                                  HSYNTH_BUILD, PYTHON, RATIO, WORK_COPY_SIZE, Paths, Run,
                                                   experiment_dir, log, read_json, relative, write_json)
+from iharm.tools.quality_benchmark.cards import final_source, shipped_card
 from iharm.tools.quality_benchmark.data import no_gt_inputs, shared_gt_folders
 from iharm.tools.quality_benchmark.evaluation import checkpoints_of, fixed_size_inputs, load_no_gt_pair
 from iharm.utils.metrics import FG_RATIO_BUCKETS, bucket_label, in_bucket
+
+
+def final_names(paths: Paths) -> dict[str, str]:
+    """{model: evaluation name} of the final runs' models that have a row: their run here, or their shipped
+    weights (:func:`final_source`), in the order of FINAL_RUNS."""
+    return {run.model: source[0] for run in FINAL_RUNS if (source := final_source(paths, run)) is not None}
 
 
 def hsynth_results(paths: Paths, name: str, stem: str = "final") -> list:
@@ -110,7 +117,10 @@ def stage_report(paths: Paths, held_out_family: str, args: argparse.Namespace) -
         raise SystemExit("no Composite evaluation yet: run the evaluate stage first")
     records = {run.name: read_json(exp / "run.json") for run in (*FINAL_RUNS, HELD_OUT_RUN, *ABLATIONS)
                if (exp := experiment_dir(paths, run)) is not None}
-    finals = {run.model: hsynth_results(paths, run.name) for run in FINAL_RUNS if hsynth_results(paths, run.name)}
+    names = final_names(paths)
+    finals = {model: results for model, name in names.items() if (results := hsynth_results(paths, name))}
+    shipped_rows = {model: shipped_card(paths, model) for model, name in names.items()
+                    if model in finals and name.endswith("-shipped")}
     everything = {COMPOSITE: composite, **finals}
     whole = table_rows(everything, lambda r: "HSynth-test", None, composite)
     main_rows = {key.split(": ", 1)[1]: row for key, row in whole.items()}
@@ -149,7 +159,7 @@ def stage_report(paths: Paths, held_out_family: str, args: argparse.Namespace) -
     shared_rows: dict[str, dict[str, float]] = {}
     shared_all: dict[str, dict[str, float]] = {}
     shared_dirs = {COMPOSITE: paths.eval_dir("shared", COMPOSITE),
-                   **{run.model: paths.eval_dir("shared", run.name) for run in FINAL_RUNS}}
+                   **{model: paths.eval_dir("shared", name) for model, name in names.items()}}
     shared_results = {name: read_per_image_csv(folder / "per_image.csv")
                       for name, folder in shared_dirs.items() if (folder / "per_image.csv").is_file()}
     if COMPOSITE in shared_results:
@@ -158,19 +168,23 @@ def stage_report(paths: Paths, held_out_family: str, args: argparse.Namespace) -
         shared_all = {key.split(": ", 1)[1]: row for key, row in
                       table_rows(shared_results, lambda r: "all", None, shared_results[COMPOSITE]).items()}
 
-    figures = write_figures(paths, families, curves, composite_fmse, held_out_family)
+    figures = write_figures(paths, names, families, curves, composite_fmse, held_out_family)
     results = {"composite": main_rows[COMPOSITE], "models": {k: v for k, v in main_rows.items() if k != COMPOSITE},
                "buckets": buckets, "families": per_family, "held_out": held_out_rows, "curves": curves,
                "ablations": ablation_rows, "shared": shared_rows, "shared_all": shared_all, "runs": records,
+               "shipped_rows": {model: {"weights": card["weights"], "sha256": card["sha256"],
+                                        "total_minutes": card["total_minutes"], "total_images": card["total_images"],
+                                        "runs": len(card["history"])} for model, card in shipped_rows.items()},
                "figures": figures}
     write_json(paths.out / "results.json", results)
     write_markdown(paths, results, meta, held_out_family, args)
     return results
 
 
-def write_figures(paths: Paths, families: Mapping[str, str], curves: Mapping[str, list],
+def write_figures(paths: Paths, names: Mapping[str, str], families: Mapping[str, str], curves: Mapping[str, list],
                   composite_fmse: float, held_out_family: str) -> dict[str, str]:
-    """The curve and the result grids, as JPEGs under ``docs/images``; returns {figure: relative path}."""
+    """The curve and the result grids, as JPEGs under ``docs/images``; returns {figure: relative path}.
+    ``names``: {model: evaluation name} of the rows (:func:`final_names`)."""
     images = paths.docs / "images"
     written: dict[str, str] = {}
     if curves:
@@ -178,33 +192,31 @@ def write_figures(paths: Paths, families: Mapping[str, str], curves: Mapping[str
                          reference=("Composite", composite_fmse))
         write_small_jpeg(images / "quality_curve.jpg", plot)
         written["curve"] = "images/quality_curve.jpg"
-    order = [m for m in MODELS if any(r.model == m for r in FINAL_RUNS)]
-    hsynth_dirs = {m: paths.eval_dir("hsynth", run.name, "final") for m in order
-                   for run in FINAL_RUNS if run.model == m and (paths.eval_dir("hsynth", run.name, "final")
-                                                                / "images").is_dir()}
+    hsynth_dirs = {model: folder for model, name in names.items()
+                   if ((folder := paths.eval_dir("hsynth", name, "final")) / "images").is_dir()}
     if hsynth_dirs:
-        names = {paths.hsynth.name: pick_hsynth_examples(paths, families)}
-        rows, aspects, _ = grid_rows(hsynth_dirs, [paths.hsynth], names, with_real=True)
+        picked = {paths.hsynth.name: pick_hsynth_examples(paths, families)}
+        rows, aspects, _ = grid_rows(hsynth_dirs, [paths.hsynth], picked, with_real=True)
         grid = result_grid(rows, ["composite", "mask", *hsynth_dirs, "real"], tile=128, aspects=aspects)
         write_small_jpeg(images / "quality_hsynth_grid.jpg", grid)
         written["hsynth_grid"] = "images/quality_hsynth_grid.jpg"
-    shared_dirs = {m: paths.eval_dir("shared", run.name) for m in order for run in FINAL_RUNS
-                   if run.model == m and (paths.eval_dir("shared", run.name) / "images").is_dir()}
+    shared_dirs = {model: folder for model, name in names.items()
+                   if ((folder := paths.eval_dir("shared", name)) / "images").is_dir()}
     folders = shared_gt_folders(paths)
     if shared_dirs and folders:
-        names = {f.name: layout.find_list(f, "test").read_text().split() for f in folders}
-        rows, aspects, _ = grid_rows(shared_dirs, folders, names, with_real=True)
+        picked = {f.name: layout.find_list(f, "test").read_text().split() for f in folders}
+        rows, aspects, _ = grid_rows(shared_dirs, folders, picked, with_real=True)
         grid = result_grid(rows, ["composite", "mask", *shared_dirs, "real"], tile=128, aspects=aspects)
         write_small_jpeg(images / "quality_shared_grid.jpg", grid)
         written["shared_grid"] = "images/quality_shared_grid.jpg"
-    no_gt_models = [m for m in order if paths.eval_dir("no_gt", m).is_dir()]
+    no_gt_models = {model: folder for model, name in names.items() if (folder := paths.eval_dir("no_gt", name)).is_dir()}
     if no_gt_models:
         rows, aspects = [], []
         for name, composite, mask in no_gt_inputs(paths.shared_data):
             image, mask_array, _ = load_no_gt_pair(paths.shared_data, composite, mask)
             small, small_mask, _ = fixed_size_inputs(image, mask_array)
             rows.append([small, mask_to_uint8(small_mask),
-                         *(read_image(paths.eval_dir("no_gt", m) / f"{name}.png") for m in no_gt_models)])
+                         *(read_image(folder / f"{name}.png") for folder in no_gt_models.values())])
             aspects.append(image.shape[1] / image.shape[0])
         grid = result_grid(rows, ["composite", "mask", *no_gt_models], tile=160, aspects=aspects)
         write_small_jpeg(images / "quality_no_gt_grid.jpg", grid)
@@ -282,6 +294,11 @@ def write_markdown(paths: Paths, results: Mapping[str, Any], meta: list[dict[str
         markdown_table({name: run_line(record) for name, record in records.items()
                         if name in {r.name for r in (*FINAL_RUNS, HELD_OUT_RUN)}}, run_columns, "run"),
         "",
+        *(f"{model}: no run of this benchmark; its rows are those of the shipped weights "
+          f"(`{relative(paths.ship_dir / row['weights'])}`, sha256 `{row['sha256'][:12]}...`: "
+          f"{row['total_minutes']:g} minutes in {row['runs']} earlier run(s), {row['total_images']:,} images; "
+          f"their runs and commands are in `{relative(paths.ship_dir / 'README.md')}`), evaluated here." + "\n"
+          for model, row in results["shipped_rows"].items()),
         "Commands:",
         "",
         "```bash",
