@@ -305,18 +305,19 @@ def _probe_memory(probe: Mapping[str, Any]) -> dict[str, Any]:
         workload.run()
         return {"peak_mib": (torch.cuda.max_memory_allocated(device) - idle) / 2 ** 20,
                 "method": "cuda max_memory_allocated - allocated before"}
-    # The peak mark is reset before the idle RSS is read, so the peak can never read below it (reading idle
-    # first let pages freed in between make a tiny call's figure negative).
-    reset = _reset_peak_rss()
-    idle = _status_mib("VmRSS")
-    if reset:
-        method, read_peak = "VmHWM (reset after build) - VmRSS after build", lambda: _status_mib("VmHWM")
+    # The baseline is the peak mark itself, read just after its reset: VmRSS and VmHWM come from counters
+    # the kernel syncs at different times, so subtracting one from the other read a tiny call's figure
+    # below zero (-0.1 MiB in CI).
+    if _reset_peak_rss():
+        method, read_peak = "VmHWM after the calls - VmHWM reset after build", lambda: _status_mib("VmHWM")
     else:
         method = "ru_maxrss - VmRSS after build (the peak may include the build)"
         read_peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731
+    idle = _status_mib("VmRSS")
+    baseline = read_peak() if method.startswith("VmHWM") else idle
     workload.run()
     workload.run()
-    return {"peak_mib": read_peak() - idle, "idle_mib": idle, "method": method}
+    return {"peak_mib": read_peak() - baseline, "idle_mib": idle, "method": method}
 
 
 def measure_memory(settings: Settings, case: Case, variant: Variant) -> dict[str, Any]:
