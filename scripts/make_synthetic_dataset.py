@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=None, help="shrink photos to this longest side first")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing <out>/<name>")
     parser.add_argument("--test-photos", type=Path, default=None,
-                        help="file naming the test photos, one per line (e.g. checkpoints/hsynth/test_photos.txt: "
-                             "the photos a shipped model never saw); default: a seeded split")
+                        help="file naming the test photos (file or dataset names), one per line (e.g. "
+                             "checkpoints/hsynth/test_photos.txt: the photos a shipped model never saw); "
+                             "default: a seeded split")
     parser.add_argument("--contact-sheet", type=Path, default=None, help="also write a JPEG contact sheet here")
     args = parser.parse_args(argv)
     try:

@@ -28,3 +28,13 @@ def test_given_test_photos_fix_the_split() -> None:
         split_photos(_photos(), 0.5, 0, test_photos=frozenset({"c1"}))
     with pytest.raises(ValueError, match="leaves one split empty"):
         split_photos(_photos(), 0.5, 0, test_photos=frozenset({"zzz"}))
+
+
+def test_test_photos_may_be_file_names_as_a_shipped_model_lists_them() -> None:
+    """checkpoints/hsynth/test_photos.txt holds meta.tsv's source_photo, the file names: `make demo` passes it
+    to the builder (it refused it, every photo unmatched, when only dataset names counted)."""
+    photos = [Photo("x-1", Path("pool/x_1.jpg"), group="x"), Photo("y", Path("pool/y.png"), group="y"),
+              Photo("z", Path("pool/z.jpg"), group="z")]
+    split = split_photos(photos, 0.5, 0, test_photos=frozenset({"x_1.jpg", "z"}))
+    assert split == {"x-1": "test", "y": "train", "z": "test"}
+    assert split_photos(photos, 0.5, 0, test_photos=frozenset({"y.jpg", "z.jpg"}))["y"] == "train"  # y is y.png

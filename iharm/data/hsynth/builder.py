@@ -156,12 +156,14 @@ def split_photos(photos: list[Photo], test_fraction: float, seed: int,
     groups are shuffled with the seed and taken into test until the fraction is met.
     With ``test_photos`` exactly those photos are the test split (and the
     fraction and seed are not used); a group they would split is an error.
+    A photo is named by its dataset name or by its file name (``test_photos.txt``
+    of a shipped model lists the file names, ``meta.tsv``'s ``source_photo``).
     """
     groups: dict[str, list[str]] = {}
     for photo in photos:
         groups.setdefault(photo.group, []).append(photo.name)
     if test_photos is not None:
-        split = {photo.name: "test" if photo.name in test_photos else "train" for photo in photos}
+        split = {photo.name: "test" if {photo.name, photo.path.name} & test_photos else "train" for photo in photos}
         for group, names in groups.items():
             if len({split[name] for name in names}) > 1:
                 raise ValueError(f"--test-photos splits the near-duplicate group {group!r} ({', '.join(names)})")
