@@ -308,13 +308,15 @@ def _probe_memory(probe: Mapping[str, Any]) -> dict[str, Any]:
     # The baseline is the peak mark itself, read just after its reset: VmRSS and VmHWM come from counters
     # the kernel syncs at different times, so subtracting one from the other read a tiny call's figure
     # below zero (-0.1 MiB in CI).
-    if _reset_peak_rss():
+    reset = _reset_peak_rss()
+    idle = _status_mib("VmRSS")
+    if reset:
         method, read_peak = "VmHWM after the calls - VmHWM reset after build", lambda: _status_mib("VmHWM")
+        baseline = read_peak()
     else:
         method = "ru_maxrss - VmRSS after build (the peak may include the build)"
         read_peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731
-    idle = _status_mib("VmRSS")
-    baseline = read_peak() if method.startswith("VmHWM") else idle
+        baseline = idle
     workload.run()
     workload.run()
     return {"peak_mib": read_peak() - baseline, "idle_mib": idle, "method": method}

@@ -72,8 +72,8 @@ def predict_no_gt(paths: Paths, name: str, model: str, checkpoint: Path, composi
     evaluation folder ``no_gt/<name>``."""
     out = paths.eval_dir("no_gt", name)
     predictor = build_predictor(model, checkpoint, "cpu")
-    for name, composite, mask in no_gt_inputs(paths.shared_data):
-        target = out / f"{name}.png"
+    for stem, composite, mask in no_gt_inputs(paths.shared_data):
+        target = out / f"{stem}.png"
         if target.exists():
             continue
         image, mask_array, _ = load_no_gt_pair(paths.shared_data, composite, mask)
@@ -122,6 +122,6 @@ def stage_evaluate(paths: Paths, runs: Sequence[Run], curve_every: float) -> Non
                      composite_output=run.composite_output)
     for run in FINAL_RUNS:
         source = final_source(paths, run)
-        if source is not None and experiment_dir(paths, run) is None:
+        if source is not None and source[0] != run.name:  # not this run's weights: the shipped ones
             log(f"{run.model}: no finished run here: evaluating the shipped {source[1].name}")
             evaluate_final(paths, run, *source)

@@ -209,7 +209,8 @@ def write_figures(paths: Paths, names: Mapping[str, str], families: Mapping[str,
         grid = result_grid(rows, ["composite", "mask", *shared_dirs, "real"], tile=128, aspects=aspects)
         write_small_jpeg(images / "quality_shared_grid.jpg", grid)
         written["shared_grid"] = "images/quality_shared_grid.jpg"
-    no_gt_models = {model: folder for model, name in names.items() if (folder := paths.eval_dir("no_gt", name)).is_dir()}
+    no_gt_models = {model: folder for model, name in names.items()
+                    if (folder := paths.eval_dir("no_gt", name)).is_dir()}
     if no_gt_models:
         rows, aspects = [], []
         for name, composite, mask in no_gt_inputs(paths.shared_data):
